@@ -1,0 +1,180 @@
+"""Dynamic records: rules pick a pool, the pool's up values are answered by weight.
+
+Semantics follow octoDNS's providers (Route 53, NS1): rules in order, first
+match wins, a rule with `geos` and `subnets` matches when either does; a pool
+with nothing up falls to its `fallback` chain, then to the record's plain
+values that are up; with nothing up at all we answer the plain values anyway
+(fail open: an answer that may work beats none).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Pool names used for answers that did not come from a pool; they are also
+# the `pool` label of the answer metrics.
+DEFAULT_POOL = "default"  # the record's plain values (no rule matched a pool that was up)
+FAIL_OPEN_POOL = "fail-open"  # nothing was up: plain values regardless of health
+
+
+class Located(Protocol):
+    prefixlen: int | None
+
+    def matches(self, geo: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How to check a record's values (octoDNS `healthcheck`, smartdns extras)."""
+
+    protocol: str  # TCP, HTTP, HTTPS, SMTP
+    port: int
+    path: str = "/_dns"
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolValue:
+    text: str  # presentation form, e.g. "192.0.2.10"; the health-check target for A/AAAA
+    rdata: Any  # the value ready to render (a dnspython rdata)
+    weight: int = 1
+    status: str = "obey"  # up | down | obey (follow the health check)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    values: tuple[PoolValue, ...]
+    fallback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    pool: str
+    geos: tuple[str, ...] = ()
+    subnets: tuple[Network, ...] = ()
+
+    def matches(self, address: Address, locate: Callable[[], Located]) -> bool:
+        if any(address in net for net in self.subnets if net.version == address.version):
+            return True
+        if self.geos:
+            location = locate()
+            return any(location.matches(geo) for geo in self.geos)
+        return not self.subnets  # a rule with neither is the catch-all
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicRRset:
+    """One dynamic record (A, AAAA, CNAME or DNAME) as loaded; immutable."""
+
+    name: str  # owner as written in the zone, for messages and metrics ('' is the apex)
+    rdtype: int
+    ttl: int
+    pools: Mapping[str, Pool]
+    rules: tuple[Rule, ...]
+    values: tuple[PoolValue, ...]  # the record's plain values
+    max_answers: int = 1
+    healthcheck: HealthCheck | None = None
+
+    def subnets(self) -> tuple[Network, ...]:
+        return tuple(net for rule in self.rules for net in rule.subnets)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a client gets from one dynamic record, before the weighted pick."""
+
+    pool: str  # a pool name, DEFAULT_POOL or FAIL_OPEN_POOL
+    rule: int | None  # 1-based index of the rule that matched, None if none did
+    candidates: tuple[PoolValue, ...]  # the values that may be answered
+
+
+IsUp = Callable[[DynamicRRset, PoolValue], bool]
+
+
+def static_status(record: DynamicRRset, value: PoolValue) -> bool:
+    """Health as the zone file alone says it (`obey` counts as up)."""
+    return value.status != "down"
+
+
+def decide(record: DynamicRRset, address: Address, locate: Callable[[], Located], is_up: IsUp = static_status) -> Decision:
+    """Run the rules for one client; `locate` is called at most once, and only if a geo rule is reached."""
+    location: list[Located] = []
+
+    def located() -> Located:
+        if not location:
+            location.append(locate())
+        return location[0]
+
+    for index, rule in enumerate(record.rules, 1):
+        if not rule.matches(address, located):
+            continue
+        pool_name: str | None = rule.pool
+        seen: set[str] = set()
+        while pool_name is not None and pool_name not in seen and pool_name in record.pools:
+            seen.add(pool_name)
+            pool = record.pools[pool_name]
+            up = tuple(v for v in pool.values if is_up(record, v))
+            if up:
+                return Decision(pool_name, index, up)
+            pool_name = pool.fallback
+        return _plain(record, index, is_up)
+    return _plain(record, None, is_up)
+
+
+def _plain(record: DynamicRRset, rule: int | None, is_up: IsUp) -> Decision:
+    up = tuple(v for v in record.values if is_up(record, v))
+    if up:
+        return Decision(DEFAULT_POOL, rule, up)
+    return Decision(FAIL_OPEN_POOL, rule, record.values)
+
+
+def pick(candidates: tuple[PoolValue, ...], count: int, rng: random.Random | None = None) -> tuple[PoolValue, ...]:
+    """Up to `count` candidates in weighted-random order (weighted sampling without replacement)."""
+    rng = rng or _rng
+    if len(candidates) <= 1:
+        return candidates
+    if count == 1:
+        return (rng.choices(candidates, weights=[v.weight for v in candidates])[0],)
+    remaining = list(candidates)
+    chosen: list[PoolValue] = []
+    while remaining and len(chosen) < count:
+        value = rng.choices(remaining, weights=[v.weight for v in remaining])[0]
+        chosen.append(value)
+        remaining.remove(value)
+    return tuple(chosen)
+
+
+_rng = random.Random()
+
+
+def scope_prefix(record_subnets: tuple[Network, ...], address: Address, location_prefix: int | None, source_prefix: int) -> int:
+    """The widest prefix around `address` over which a decision cannot change (RFC 7871 SCOPE).
+
+    Starts from the database block the address fell in (the query's source
+    prefix where the data gives no block) and narrows it until no rule subnet
+    is cut by it, as gdnsd does.
+    """
+    scope = location_prefix if location_prefix is not None else source_prefix
+    bits = address.max_prefixlen
+    value = int(address)
+    for net in record_subnets:
+        if net.version != address.version:
+            continue
+        if address in net:
+            scope = max(scope, net.prefixlen)
+        elif net.prefixlen > scope:
+            # The block of length `scope` around the address would contain part of
+            # `net` when they agree on the first `scope` bits: narrow past the
+            # first bit where they differ.
+            differ = value ^ int(net.network_address)
+            common = bits - differ.bit_length()
+            if common >= scope:
+                scope = common + 1
+    return min(scope, bits)

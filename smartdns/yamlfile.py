@@ -1,0 +1,98 @@
+"""YAML reading for zone and config files: the only module that imports PyYAML.
+
+Mappings come back as `LineDict`s that remember the line of every key, so every
+error further on can name file and line. Duplicate keys are an error (PyYAML
+silently keeps the last one, which would hide an admin's mistake).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+try:  # libyaml is an order of magnitude faster on big zones
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _BaseLoader = yaml.SafeLoader
+
+
+class YamlError(Exception):
+    """A file that is not valid YAML (or repeats a key); `line` is 1-based."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class LineDict(dict):
+    """A mapping that knows where it and each of its keys stood in the file.
+
+    `context` is the attribute octoDNS reads from record data for its own
+    error messages.
+    """
+
+    line: int = 0
+    key_lines: dict[Any, int] = {}  # replaced per instance by the loader, never mutated
+    context: str = ""
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+def _make_loader(path: str) -> type:
+    class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+            self.flatten_mapping(node)
+            mapping = LineDict()
+            mapping.line = node.start_mark.line + 1
+            mapping.context = f"{path}, line {mapping.line}"
+            mapping.key_lines = {}
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise YamlError(path, key_node.start_mark.line + 1, "unhashable mapping key") from None
+                key_line = key_node.start_mark.line + 1
+                if key in mapping:
+                    raise YamlError(
+                        path, key_line,
+                        f"duplicate key {key!r} (first at line {mapping.key_lines[key]})",
+                    )
+                mapping[key] = self.construct_object(value_node, deep=deep)
+                mapping.key_lines[key] = key_line
+            return mapping
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+    return _Loader
+
+
+def load_text(text: str | bytes, path: str) -> Any:
+    """Parse one YAML document; `path` is only used in messages."""
+    try:
+        return yaml.load(text, Loader=_make_loader(path))  # noqa: S506 - a SafeLoader subclass
+    except YamlError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise YamlError(path, line, f"{exc.problem or exc.context or 'invalid YAML'}") from None
+    except yaml.YAMLError as exc:
+        raise YamlError(path, 1, str(exc)) from None
+    except RecursionError:
+        raise YamlError(path, 1, "nested too deeply") from None
+
+
+def load_file(path: str | Path) -> Any:
+    """Read and parse a YAML file; bytes that are not UTF-8 are an error with a line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise YamlError(str(path), line, f"not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    return load_text(text, str(path))
