@@ -64,6 +64,9 @@ HEALTH_PROTOCOLS = frozenset({"TCP", "HTTP", "HTTPS", "SMTP"})
 CONTINENT_OF: Mapping[str, str] = MappingProxyType(
     {country: continent for continent, countries in geo_data.items() for country in countries}
 )
+COUNTRY_NAMES: Mapping[str, str] = MappingProxyType(
+    {country: info["name"] for countries in geo_data.values() for country, info in countries.items()}
+)
 
 
 @dataclass(frozen=True, slots=True)
