@@ -21,6 +21,8 @@ from typing import Any
 from .catalog import Catalog
 from .config import Config, ConfigError, ListenAddress, load_config
 from .geo import Classifier, GeoDatabaseError
+from .health import HealthMonitor
+from .policy import DynamicRRset
 from .reload import LoadResult, load_all, signature, watched_files
 from .responder import Responder, State
 from .zonefile import CONTINENT_OF, ZoneData
@@ -45,6 +47,11 @@ def build_state(config: Config, previous: dict[str, ZoneData] | None = None) -> 
     report(result)
     classifier = Classifier(config.geodb, CONTINENT_OF)
     return State(Catalog(result.zones), classifier), result
+
+
+def dynamic_records(zones: dict[str, ZoneData]) -> list[DynamicRRset]:
+    return [source for zone in zones.values() for node in zone.nodes.values()
+            for source in node.values() if isinstance(source, DynamicRRset)]
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -92,7 +99,9 @@ class Server:
         self.stopping = asyncio.Event()
         state, result = build_state(self.config)
         self.zones = dict(result.zones)
-        self.responder = Responder(state, ecs=self.config.ecs)
+        self.health = HealthMonitor(self.config.health)
+        self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up)
+        self.health.follow(dynamic_records(self.zones))
         log.info("loaded %d zones (%d records)", len(result.zones), sum(z.record_count for z in result.zones.values()))
         for address in self.config.listen:
             await self._listen(address)
@@ -181,6 +190,7 @@ class Server:
         self.zones = dict(result.zones)
         self.responder.ecs = config.ecs
         self.responder.state = state  # the one swap: queries see old or new data, never a mix
+        self.health.follow(dynamic_records(self.zones), config.health)
         old.classifier.close()
         log.info("reloaded (%s): %d zones, %d problems", reason, len(result.zones), len(result.problems))
 
@@ -213,6 +223,7 @@ class Server:
         await self.stopping.wait()
         log.info("stopping")
         watcher.cancel()
+        self.health.stop()
         for transport in self.transports:
             transport.close()
         for server in self.tcp_servers:
