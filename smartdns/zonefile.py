@@ -290,6 +290,7 @@ class _Loader:
             raise ZoneLoadError(self.problems)
         self.warn_geo_bypass(records)
         soa, serial = self.soa(nodes, digest_items)
+        nodes.setdefault(self.origin.canonicalize().to_wire(), {})[dns.rdatatype.SOA] = StaticRRset(soa)
         names = set()
         for key in nodes:
             name = dns.name.from_wire(key, 0)[0]

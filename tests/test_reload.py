@@ -1,0 +1,130 @@
+"""Live reload: edits go live within seconds, no query is lost, broken edits change nothing."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+ZONE = """
+---
+'':
+  - type: NS
+    values: [ns1.example.com.]
+  - type: TXT
+    value: version {version}
+mx:
+  type: A
+  ttl: 60
+  value: {address}
+ns1:
+  type: A
+  value: 127.0.0.53
+"""
+
+
+def address_of(server) -> str:
+    return server.query("mx.example.com", "A").answer[0][0].address
+
+
+def wait_until(predicate, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s")
+
+
+class QueryLoop(threading.Thread):
+    """Queries as fast as it can (bounded in count and time) and counts every failure."""
+
+    def __init__(self, server, limit: int = 500_000, seconds: float = 30) -> None:
+        super().__init__(daemon=True)
+        self.server, self.limit, self.seconds = server, limit, seconds
+        self.sent = self.lost = self.failed = 0
+        self.answers: set[str] = set()
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while not self.stop_flag.is_set() and self.sent < self.limit and time.monotonic() < deadline:
+            self.sent += 1
+            try:
+                response = dns.query.udp(dns.message.make_query("mx.example.com", "A"), "127.0.0.1",
+                                         port=self.server.port, timeout=2)
+            except dns.exception.Timeout:
+                self.lost += 1
+                continue
+            if response.rcode() != dns.rcode.NOERROR or not response.answer:
+                self.failed += 1
+            else:
+                self.answers.add(response.answer[0][0].address)
+
+
+def test_edit_goes_live_with_zero_lost_queries(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    loop = QueryLoop(server)
+    loop.start()
+    time.sleep(0.5)
+    for version, address in ((2, "192.0.2.2"), (3, "192.0.2.3"), (4, "192.0.2.4")):
+        server.write_zone("example.com", ZONE.format(version=version, address=address))
+        took = wait_until(lambda: address_of(server) == address, 5)
+        assert took < 5
+    wait_until(lambda: "192.0.2.4" in loop.answers, 5)
+    loop.stop_flag.set()
+    loop.join(10)
+    assert loop.sent > 200, loop.sent
+    assert (loop.lost, loop.failed) == (0, 0), vars(loop)
+    assert loop.answers >= {"192.0.2.1", "192.0.2.4"}
+    serials = server.log.count("reloaded (files changed)")
+    assert serials >= 3
+
+
+def test_serial_follows_content_not_time(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    serial = lambda: server.query("example.com", "SOA").answer[0][0].serial  # noqa: E731
+    first = serial()
+    other = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    assert other.query("example.com", "SOA").answer[0][0].serial == first  # same files, same serial
+    server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.1"))
+    wait_until(lambda: serial() != first, 5)
+
+
+def test_broken_edit_keeps_last_good_data_and_logs_file_and_line(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    path = server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.999"))
+    line = server.wait_for_log(r"zone error: .*example\.com\.yaml:\d+: mx A: .*192\.0\.2\.999")
+    assert f"{path}:11: mx A" in line, line  # the line of the bad value
+    server.wait_for_log(r"serving its last good version")
+    assert address_of(server) == "192.0.2.1"
+    server.write_zone("example.com", "---\n'':\n  - type: NS\n    values: [ns1.example.com.]\n   bad: [\n")
+    server.wait_for_log(r"example\.com\.yaml:\d+: .*(expected|found)")
+    assert address_of(server) == "192.0.2.1"
+    server.write_zone("example.com", "---\nmx:\n  type: A\n  value: 192.0.2.7\n")  # no NS at the apex
+    server.wait_for_log(r"no NS records at its apex")
+    assert address_of(server) == "192.0.2.1"
+    server.write_zone("example.com", ZONE.format(version=3, address="192.0.2.3"))
+    wait_until(lambda: address_of(server) == "192.0.2.3", 5)
+
+
+def test_sighup_reloads_at_once(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.2"))
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: address_of(server) == "192.0.2.2", 1.0)
+    server.wait_for_log(r"reloaded \((SIGHUP|files changed)\)")
+
+
+def test_new_and_removed_zone_files(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
+    assert server.query("other.test", "A").rcode() == dns.rcode.REFUSED
+    server.write_zone("other.test", ZONE.format(version=1, address="192.0.2.9").replace("example.com", "other.test"))
+    wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.NOERROR, 5)
+    (server.zones_dir / "other.test.yaml").unlink()
+    wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.REFUSED, 5)
