@@ -104,7 +104,7 @@ class Responder:
             if address is None:
                 address = _client_address(client)
                 source_prefix = address.max_prefixlen
-            choices, scope = self._decide(resolution, address, source_prefix, pools, ecs is not None)
+            choices, scope = self._decide(resolution, address, source_prefix, pools, ecs is not None and ecs.usable())
         edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
         key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choices))
         rendered = state.rendered.get(key)
