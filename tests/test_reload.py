@@ -128,3 +128,22 @@ def test_new_and_removed_zone_files(smartdns):
     wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.NOERROR, 5)
     (server.zones_dir / "other.test.yaml").unlink()
     wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.REFUSED, 5)
+
+
+def test_geodb_and_config_changes_are_picked_up(smartdns, tmp_path):
+    from conftest import build_mmdb
+
+    mmdb = build_mmdb(tmp_path, "127.0.0.2/32,US,NA\n", "live.mmdb")
+    server = smartdns(copy_example=True, config={"geodb": [str(mmdb)]})
+    overseas = {"198.51.100.10", "198.51.100.11"}
+    assert server.query("mx.example.com", "A", source="127.0.0.2").answer[0][0].address in overseas
+    build_mmdb(tmp_path, "127.0.0.2/32,CN,AS\n", "live.mmdb")  # written aside and renamed over
+    wait_until(lambda: server.query("mx.example.com", "A", source="127.0.0.2").answer[0][0].address == "192.0.2.10", 5)
+    # the config file itself: turning ECS off takes effect without a restart
+    import dns.edns
+    ecs = [dns.edns.ECSOption("1.0.1.0", 24)]
+    assert any(o.otype == dns.edns.ECS for o in server.query("mx.example.com", "A", use_edns=0, options=ecs).options)
+    server.config_path.write_text(server.config_path.read_text() + "ecs: false\n")
+    wait_until(lambda: not server.query("mx.example.com", "A", use_edns=0, options=ecs).options, 5)
+    server.config_path.write_text(server.config_path.read_text() + "bogus: 1\n")
+    server.wait_for_log(r"config error, keeping the running config: .*smartdns\.yaml:\d+: bogus")
