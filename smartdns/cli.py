@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import dns.name
 import dns.rdatatype
 
+from . import __version__
 from .catalog import Catalog
 from .config import Config, ConfigError, load_config
 from .geo import Classifier, GeoDatabaseError, Location
@@ -64,6 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--listen", action="append", default=None, metavar="HOST:PORT",
                        help="UDP and TCP address, repeatable; IPv6 as [::1]:5353 (default 127.0.0.1:5353)")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="processes serving one port (SO_REUSEPORT); 0: one per core (the default)")
+    serve.add_argument("--user", default=None, help="drop to this user right after binding (when started as root)")
     serve.add_argument("--log-format", choices=("plain", "json"), default="plain")
     serve.add_argument("--log-level", default="INFO")
 
@@ -111,17 +115,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import run  # the listeners are not needed by the other commands
+    from .privileges import PrivilegeError
+    from .workers import run  # the listeners are not needed by the other commands
 
     setup_logging(args.log_format, args.log_level.upper())
     overrides = _overrides(args)
+    overrides["workers"] = args.workers
+    overrides["user"] = args.user
     config = load_config(args.config, **overrides)
-    log.info("smartdns starting: zones %s, %s", config.zones,
+    log.info("smartdns %s starting: zones %s, %s", __version__, config.zones,
              "geodb " + ", ".join(map(str, config.geodb)) if config.geodb else "embedded country data")
     try:
-        run(config, overrides)
+        run(config, overrides, config.user, (args.log_format, args.log_level.upper()))
     except OSError as exc:
         log.error("cannot listen: %s", exc)
+        return 1
+    except PrivilegeError as exc:
+        log.error("%s", exc)
         return 1
     return 0
 

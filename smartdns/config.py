@@ -67,7 +67,8 @@ class Config:
     soa_zones: Mapping[str, SoaSettings] = field(default_factory=dict)
     health: HealthSettings = HealthSettings()
     tcp: TcpSettings = TcpSettings()
-    workers: int = 1
+    workers: int = 0  # 0: one per core
+    user: str | None = None  # drop to this user after binding
     source: str | None = None  # the file these came from, for messages
 
     def soa_for(self, zone: str) -> SoaSettings:
@@ -92,7 +93,7 @@ def parse_listen(text: str) -> ListenAddress:
     return ListenAddress(host, int(port))
 
 
-_TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers"}
+_TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user"}
 _SOA_KEYS = {"mname", "rname", "ttl", "refresh", "retry", "expire", "minimum", "serial"}
 
 
@@ -188,6 +189,10 @@ def _from_file(path: Path) -> Config:
         if not isinstance(data["ecs"], bool):
             raise ConfigError(f"{where('ecs')}: must be true or false")
         out["ecs"] = data["ecs"]
+    if "user" in data:
+        if not isinstance(data["user"], str) or not data["user"]:
+            raise ConfigError(f"{where('user')}: must be a user name")
+        out["user"] = data["user"]
     if "workers" in data:
         out["workers"] = _number(data["workers"], where("workers"), integer=True, minimum=0)
     if "soa" in data:

@@ -11,11 +11,12 @@ block query handling; each target is probed once however many records use it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .config import HealthSettings
 from .policy import DynamicRRset, HealthCheck, PoolValue
@@ -136,21 +137,53 @@ async def _smtp(target: Target) -> tuple[bool, str]:
 _PROBES = {"TCP": _tcp, "HTTP": _http, "HTTPS": _https, "SMTP": _smtp}
 
 
-class HealthMonitor:
-    """Keeps one probing task per target and the up/down state the policy asks about."""
+class HealthView:
+    """The up/down answers the policy asks for, from the set of targets known to be down.
 
-    def __init__(self, settings: HealthSettings) -> None:
-        self.settings = settings
-        self.states: dict[Target, TargetState] = {}
-        self.tasks: dict[Target, asyncio.Task] = {}
+    Worker processes hold only a view, fed by the process that probes, so each
+    target is probed once however many workers serve.
+    """
+
+    def __init__(self) -> None:
+        self.down: frozenset[Target] = frozenset()
+        self.on_change: list[Callable[[], None]] = []
 
     def is_up(self, record: DynamicRRset, value: PoolValue) -> bool:
         if value.status != "obey":
             return value.status == "up"
-        if record.healthcheck is None:
-            return True
-        state = self.states.get(Target(value.text, record.healthcheck))
-        return state is None or state.up
+        check = record.healthcheck
+        return check is None or not self.down or Target(value.text, check) not in self.down
+
+    def set_down(self, down: frozenset[Target]) -> None:
+        if down != self.down:
+            self.down = down
+            for callback in self.on_change:
+                callback()
+
+    def follow(self, records: Iterable[DynamicRRset], settings: HealthSettings | None = None) -> None:
+        """Nothing to probe here: the supervisor does it."""
+
+    def stop(self) -> None:
+        pass
+
+
+def encode_down(down: Iterable[Target]) -> str:
+    """One line for the supervisor -> worker pipe."""
+    return json.dumps(sorted([t.address, t.check.protocol, t.check.port, t.check.path, t.check.host] for t in down))
+
+
+def decode_down(line: str) -> frozenset[Target]:
+    return frozenset(Target(a, HealthCheck(p, port, path, host)) for a, p, port, path, host in json.loads(line))
+
+
+class HealthMonitor(HealthView):
+    """Keeps one probing task per target, and the view of what is down."""
+
+    def __init__(self, settings: HealthSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.states: dict[Target, TargetState] = {}
+        self.tasks: dict[Target, asyncio.Task] = {}
 
     def follow(self, records: Iterable[DynamicRRset], settings: HealthSettings | None = None) -> None:
         """Probe exactly these records' targets from now on (called at start and on every reload)."""
@@ -161,6 +194,7 @@ class HealthMonitor:
         for target in set(self.tasks) - wanted:
             self.tasks.pop(target).cancel()
             self.states.pop(target, None)
+        self._publish()
         for target in wanted - set(self.tasks):
             self.states.setdefault(target, TargetState())
             self.tasks[target] = asyncio.ensure_future(self._run(target))
@@ -202,3 +236,7 @@ class HealthMonitor:
         state.streak = 0
         state.changed_at = time.time()
         log.warning("health: %s is %s (%s)", target, "up" if up else "DOWN", reason)
+        self._publish()
+
+    def _publish(self) -> None:
+        self.set_down(frozenset(t for t, s in self.states.items() if not s.up))

@@ -6,11 +6,12 @@ the new data replaces the old in one swap of whole objects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from .config import Config
 from .zonefile import Problem, ZoneData, ZoneLoadError, load_zone
@@ -82,3 +83,30 @@ def watched_files(config: Config) -> list[Path]:
     if config.source:
         files.append(Path(config.source))
     return files
+
+
+WATCH_INTERVAL = 1.0  # seconds between looks at the files
+
+
+async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
+                stopping: asyncio.Event, interval: float = WATCH_INTERVAL) -> None:
+    """Call `on_change` when the files change and have stopped changing (a write in progress is waited out)."""
+    seen = signature(files())
+    while not stopping.is_set():
+        try:
+            await asyncio.wait_for(stopping.wait(), interval)
+            return
+        except asyncio.TimeoutError:
+            pass
+        now = signature(files())
+        if now == seen:
+            continue
+        await asyncio.sleep(interval / 2)
+        settled = signature(files())
+        if settled != now:
+            continue  # still being written: look again next round
+        seen = settled
+        try:
+            await on_change()
+        except Exception:  # a failed reload must not end the watching
+            log.exception("reload failed")

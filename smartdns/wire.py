@@ -218,38 +218,48 @@ def full_parse(data: bytes) -> Query | None:
     question = data[12:name_end + 4] if 0 < name_end and name_end + 4 <= len(data) else b""
     opcode = (flags & OPCODE_MASK) >> 11
     try:
-        message = dns.message.from_wire(data, question_only=opcode != dns.opcode.QUERY)
+        message = dns.message.from_wire(data)
     except dns.message.ShortHeader:
         return None
     except Exception as exc:  # dnspython raises many types for malformed input
+        if opcode != dns.opcode.QUERY:
+            # NOTIMP needs no parse (dnspython rejects e.g. an UPDATE whose zone section is not SOA)
+            raise Malformed(f"opcode {opcode} not implemented", NOTIMP, qid, flags, question) from None
         raise Malformed(f"malformed message: {type(exc).__name__}", FORMERR, qid, flags, question) from None
+    edns = _edns(message, qid, flags, question)
+    # From here on the OPT could be read, so every error reply carries ours (RFC 6891 7).
     if opcode != dns.opcode.QUERY:
-        raise Malformed(f"opcode {opcode} not implemented", NOTIMP, qid, flags, question)
+        raise Malformed(f"opcode {opcode} not implemented", NOTIMP, qid, flags, question, edns=edns)
     if len(message.question) != 1 or not question:
-        raise Malformed(f"{len(message.question)} questions", FORMERR, qid, flags, question if len(message.question) == 1 else b"")
-    edns = None
-    if message.edns >= 0:
-        eflags = message.ednsflags
-        if message.edns != 0:
-            bad = Edns(message.payload, message.edns, bool(eflags & EDNS_DO))
-            raise Malformed(f"EDNS version {message.edns}", BADVERS, qid, flags, question, edns=bad)
-        ecs = None
-        nsid = False
-        for option in message.options:
-            if option.otype == OPTION_ECS:
-                if ecs is not None:
-                    raise Malformed("more than one ECS option", FORMERR, qid, flags, question)
-                try:
-                    ecs = parse_ecs(option.to_wire())  # dnspython writes the option body only
-                except Malformed as exc:
-                    raise Malformed(exc.reason, FORMERR, qid, flags, question,
-                                    edns=Edns(message.payload, 0, bool(eflags & EDNS_DO))) from None
-            elif option.otype == OPTION_NSID:
-                nsid = True
-        edns = Edns(message.payload, 0, bool(eflags & EDNS_DO), ecs, nsid)
+        raise Malformed(f"{len(message.question)} questions", FORMERR, qid, flags,
+                        question if len(message.question) == 1 else b"", edns=edns)
     rrset = message.question[0]
     qname = rrset.name.canonicalize().to_wire()
-    return Query(qid, flags, qname, rrset.rdtype, rrset.rdclass, question, edns)
+    return Query(qid, flags, qname, int(rrset.rdtype), int(rrset.rdclass), question, edns)
+
+
+def _edns(message: dns.message.Message, qid: int, flags: int, question: bytes) -> Edns | None:
+    """The query's EDNS as dnspython read it; BADVERS and a bad ECS raise Malformed carrying our OPT."""
+    if message.edns < 0:
+        return None
+    payload, do = int(message.payload), bool(message.ednsflags & EDNS_DO)
+    if message.edns != 0:
+        raise Malformed(f"EDNS version {message.edns}", BADVERS, qid, flags, question,
+                        edns=Edns(payload, message.edns, do))
+    plain = Edns(payload, 0, do)
+    ecs: ClientSubnet | None = None
+    nsid = False
+    for option in message.options:
+        if option.otype == OPTION_ECS:
+            if ecs is not None:
+                raise Malformed("more than one ECS option", FORMERR, qid, flags, question, edns=plain)
+            try:
+                ecs = parse_ecs(option.to_wire())  # dnspython writes the option body only
+            except Malformed as exc:
+                raise Malformed(exc.reason, FORMERR, qid, flags, question, edns=plain) from None
+        elif option.otype == OPTION_NSID:
+            nsid = True
+    return Edns(payload, 0, do, ecs, nsid)
 
 
 Section = Sequence[tuple[dns.name.Name, dns.rdataset.Rdataset]]

@@ -1,0 +1,52 @@
+"""Several worker processes on one port (SO_REUSEPORT), health probed once, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import OVERSEAS
+from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, wait_for, zone
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_two_workers_answer_on_one_port_and_restart(smartdns):
+    server = smartdns(copy_example=True, args=("--workers", "2"))
+    workers = children(server.proc.pid)
+    assert len(workers) == 2
+    for tcp in (False, True):
+        for _ in range(20):  # the kernel spreads queries over both sockets
+            assert server.query("mx.example.com", "A", tcp=tcp).answer
+    os.kill(workers[0], signal.SIGKILL)
+    server.wait_for_log(r"worker \d exited with -9: starting it again")
+    wait_for(lambda: len(children(server.proc.pid)) == 2 and workers[0] not in children(server.proc.pid), 10)
+    time.sleep(1)
+    for _ in range(20):
+        assert server.query("mx.example.com", "A").answer
+
+
+def test_health_is_probed_once_per_target_and_reaches_every_worker(smartdns, geo_mmdb):
+    port = free_port(DOMESTIC_MX, OVERSEAS_MX)
+    domestic, overseas = Listener(DOMESTIC_MX, port), Listener(OVERSEAS_MX, port)
+    health = {"interval": 1, "timeout": 0.5, "rise": 2, "fall": 2}
+    try:
+        server = smartdns(zones={"example.com": zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
+                          args=("--workers", "2"))
+        time.sleep(3.5)
+        # one probe a second per target, whatever the number of workers (2 here): 3 to 5, not 8
+        assert 3 <= overseas.accepted <= 5, overseas.accepted
+        overseas.close()
+        server.wait_for_log(rf"health: SMTP {OVERSEAS_MX}:{port} is DOWN")
+        # every worker must have heard: 20 queries spread over both sockets all fail over
+        time.sleep(0.2)
+        answers = {server.query("mx.example.com", "A", source=OVERSEAS).answer[0][0].address for _ in range(20)}
+        assert answers == {DOMESTIC_MX}
+    finally:
+        domestic.close()
+        overseas.close()
