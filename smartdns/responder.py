@@ -61,6 +61,9 @@ class Responder:
         self.is_up = is_up
         self.nsid = nsid
 
+    def health_changed(self) -> None:
+        """Called when a health-checked target goes up or down: decisions must be made afresh."""
+
     def respond(self, data: bytes, client: str, udp: bool = True, info: Answered | None = None) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
         query = fast_parse(data)
@@ -155,7 +158,10 @@ class Responder:
             return out
 
         answer = rrsets(resolution.answer)
-        authority = rrsets(resolution.authority)
+        # A referral's DS is DNSSEC data: only for DO queries (RFC 3225 3, RFC 4035 3.1.4);
+        # DO is part of the render cache key, so both shapes are cached apart.
+        do = query.edns is not None and query.edns.do
+        authority = rrsets(tuple(e for e in resolution.authority if do or e.rdtype != dns.rdatatype.DS))
         additional = rrsets(resolution.additional)
         return render(
             query.name, query.qtype, query.qclass, rcode=resolution.rcode, aa=resolution.aa,
