@@ -68,6 +68,9 @@ class Config:
     health: HealthSettings = HealthSettings()
     tcp: TcpSettings = TcpSettings()
     workers: int = 0  # 0: one per core
+    metrics: ListenAddress | None = ListenAddress("127.0.0.1", 9353)  # None: off
+    server_id: str | None = None  # NSID and CHAOS id.server / hostname.bind; None: not answered
+    query_log_sample: float = 0.0  # fraction of queries logged, 0 to 1
     user: str | None = None  # drop to this user after binding
     source: str | None = None  # the file these came from, for messages
 
@@ -93,7 +96,8 @@ def parse_listen(text: str) -> ListenAddress:
     return ListenAddress(host, int(port))
 
 
-_TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user"}
+_TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
+             "server_id", "query_log"}
 _SOA_KEYS = {"mname", "rname", "ttl", "refresh", "retry", "expire", "minimum", "serial"}
 
 
@@ -189,6 +193,28 @@ def _from_file(path: Path) -> Config:
         if not isinstance(data["ecs"], bool):
             raise ConfigError(f"{where('ecs')}: must be true or false")
         out["ecs"] = data["ecs"]
+    if "metrics" in data:
+        value = data["metrics"]
+        if value is False or value is None:
+            out["metrics"] = None
+        else:
+            try:
+                out["metrics"] = parse_listen(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where('metrics')}: {exc} (or false to turn metrics off)") from None
+    if "server_id" in data:
+        value = data["server_id"]
+        if value is not None and (not isinstance(value, str) or not value or len(value.encode()) > 255):
+            raise ConfigError(f"{where('server_id')}: must be a name of 1 to 255 bytes")
+        out["server_id"] = value
+    if "query_log" in data:
+        value = data["query_log"]
+        if value is None or value is False:
+            out["query_log_sample"] = 0.0
+        elif not isinstance(value, LineDict) or set(value) - {"sample"}:
+            raise ConfigError(f"{where('query_log')}: must be {{sample: FRACTION}}")
+        else:
+            out["query_log_sample"] = _number(value.get("sample", 0), where("query_log"), integer=False, minimum=0, maximum=1)
     if "user" in data:
         if not isinstance(data["user"], str) or not data["user"]:
             raise ConfigError(f"{where('user')}: must be a user name")
