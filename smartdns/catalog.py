@@ -118,7 +118,7 @@ class Catalog:
                 return self._referral(zone, ancestor, ns, answer)
             dname = node.get(dns.rdatatype.DNAME)
             if dname is not None and ancestor != name:
-                return self._dname(zone, name, ancestor, dname, answer)
+                return self._dname(zone, name, qtype, ancestor, dname, answer)
         node = zone.nodes.get(_key(name))
         owner = name
         if node is None:
@@ -156,7 +156,7 @@ class Catalog:
             encloser = encloser.parent()
         return None
 
-    def _dname(self, zone: ZoneData, name: dns.name.Name, owner: dns.name.Name, dname: RRsetSource,
+    def _dname(self, zone: ZoneData, name: dns.name.Name, qtype: int, owner: dns.name.Name, dname: RRsetSource,
                answer: list[Entry]) -> Resolution | dns.name.Name:
         answer.append(Entry(owner, dname))
         if not isinstance(dname, StaticRRset):
@@ -168,6 +168,8 @@ class Catalog:
         synthesized = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME, ttl=dname.rdataset.ttl)
         synthesized.add(dns.rdtypes.ANY.CNAME.CNAME(dns.rdataclass.IN, dns.rdatatype.CNAME, target))
         answer.append(Entry(name, StaticRRset(synthesized)))
+        if qtype == dns.rdatatype.CNAME:
+            return Resolution(NOERROR, True, zone, tuple(answer))  # the synthesized CNAME is what was asked
         return target
 
     def _referral(self, zone: ZoneData, cut: dns.name.Name, ns: RRsetSource, answer: list[Entry]) -> Resolution:

@@ -66,18 +66,18 @@ class Responder:
 
     def respond(self, data: bytes, client: str, udp: bool = True, info: Answered | None = None) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
-        query = fast_parse(data)
-        if query is None:
-            try:
-                query = full_parse(data)
-            except Malformed as exc:
-                if info is not None:
-                    info.rcode = exc.rcode if exc.rcode is not None else -1
-                if exc.rcode is None:
-                    return None
-                return error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
+        try:
+            query = fast_parse(data)  # raises Malformed too (a bad ECS)
             if query is None:
+                query = full_parse(data)
+        except Malformed as exc:
+            if info is not None:
+                info.rcode = exc.rcode if exc.rcode is not None else -1
+            if exc.rcode is None:
                 return None
+            return error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
+        if query is None:
+            return None
         return self.answer(query, client, udp, info)
 
     def answer(self, query: Query, client: str, udp: bool, info: Answered | None = None) -> bytes:

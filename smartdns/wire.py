@@ -176,7 +176,10 @@ def _options(data: bytes, pos: int, end: int) -> tuple[ClientSubnet | None, bool
 
 
 def fast_parse(data: bytes) -> Query | None:
-    """The common shapes only: one question, no answer/authority, at most an OPT. None: use full_parse."""
+    """The common shapes only: one question, no answer/authority, at most an OPT. None: use full_parse.
+
+    Raises Malformed (FORMERR) for a bad ECS option, as full_parse does.
+    """
     if len(data) < 17:
         return None
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
@@ -197,8 +200,11 @@ def fast_parse(data: bytes) -> Query | None:
             return None
         try:
             found = _options(data, qend + 11, end)
-        except Malformed:
-            return None  # the full path answers FORMERR with everything it can echo
+        except Malformed as exc:
+            # A bad ECS is FORMERR (RFC 7871 6). Answer it here, where the OPT is known: dnspython
+            # fails on some bad ECS options, and the full path could then not echo an OPT.
+            raise Malformed(exc.reason, FORMERR, qid, flags, data[12:qend],
+                            edns=Edns(payload, 0, bool(eflags & EDNS_DO))) from None
         if found is None:
             return None
         edns = Edns(payload, version, bool(eflags & EDNS_DO), found[0], found[1])
