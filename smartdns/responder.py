@@ -1,46 +1,50 @@
-"""One query in, one response out: parse, look up, decide, render (cached), splice.
+"""One query in, one response out.
 
-Everything a response depends on is in its cache key: the question, the EDNS
-shape (present, DO, NSID asked) and, for dynamic records, which values this
-client was given. The ID, RD/CD bits, the question's case and the ECS option
-are spliced in per query. Caches are bounded and belong to one `State`, which a
-reload replaces whole.
+The hot path: a response depends only on the query's bytes after its ID, the
+loaded data, health, and — for dynamic records — the client and a weighted
+random pick. So the first answer to a given query shape is kept under those
+bytes (`State.hot_udp`/`hot_tcp`), and every later identical query costs one
+dict lookup and one concatenation with its own ID; a dynamic answer adds the
+client's (cached) decision and the pick. Everything else goes through
+`answer()`, the reference path: parse, look up, decide, render, splice. Both
+give byte-identical responses (tests/test_authoritative.py proves it).
+
+Caches are bounded (cleared when full, so a random-name flood cannot grow
+memory) and belong to one `State`, which a reload replaces whole; a health
+change drops the decisions made under the old health.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import random
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import dns.name
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
+import dns.rdtypes.ANY.TXT
 
-from .catalog import Catalog, Entry, Resolution, REFUSE
+from .catalog import REFUSE, Catalog, Entry, Resolution
 from .geo import Classifier, Location
+from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
 from .policy import DynamicRRset, IsUp, PoolValue, decide, pick, scope_prefix, static_status
 from .wire import (
-    REFUSED, Malformed, Query, Rendered, error_response, fast_parse, full_parse, render, splice,
+    REFUSED, ClientSubnet, Malformed, Query, Rendered, error_response, fast_parse, full_parse, render, splice,
 )
 from .zonefile import StaticRRset
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("smartdns.query")
 
-CACHE_LIMIT = 50_000  # entries per cache; cleared when full (a random-name flood cannot grow memory)
+CACHE_LIMIT = 50_000  # entries per cache; cleared when full
 REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA, dns.rdatatype.MAILB})
+CHAOS_NAMES = frozenset({b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"})  # RFC 4892
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(slots=True)
-class Answered:
-    """What happened to one query, for metrics and the query log."""
-
-    rcode: int = 0
-    zone: str = ""
-    pools: tuple[tuple[str, str], ...] = ()  # (record name, pool) for each dynamic record answered
-    ecs: bool = False
 
 
 @dataclass
@@ -51,98 +55,213 @@ class State:
     classifier: Classifier
     resolutions: dict[tuple[bytes, int], Resolution] = field(default_factory=dict)
     rendered: dict[tuple, Rendered] = field(default_factory=dict)
+    hot_udp: dict[bytes, object] = field(default_factory=dict)  # query bytes after the ID -> Static | Dynamic
+    hot_tcp: dict[bytes, object] = field(default_factory=dict)
+    decisions: dict[tuple, "Decided"] = field(default_factory=dict)  # (client, dynamic entry) -> Decided
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One client's decision for one query shape: candidates per dynamic RRset, ECS scope, pools."""
+
+    candidates: tuple[tuple[PoolValue, ...], ...]
+    counts: tuple[int, ...]  # max_answers per RRset
+    scope: int
+    answer_keys: tuple[tuple[str, str, str], ...]  # (zone, record, pool) for the answers metric
+    fixed: tuple[tuple[PoolValue, ...], ...] | None  # the choice, when nothing is left to chance
+
+
+class Dynamic:
+    """A hot entry whose response depends on the client: decisions cached, values picked per query."""
+
+    __slots__ = ("query", "resolution", "udp", "stats_key", "responses", "client_free", "last_pools")
+
+    def __init__(self, query: Query, resolution: Resolution, udp: bool, stats_key: tuple, client_free: bool) -> None:
+        self.query = query
+        self.resolution = resolution
+        self.udp = udp
+        self.stats_key = stats_key
+        self.responses: dict[tuple, bytes] = {}  # (chosen value ids, scope) -> response after the ID
+        self.client_free = client_free  # a usable ECS decides: every client gets the same decision
+        self.last_pools: tuple[tuple[str, str, str], ...] = ()
 
 
 class Responder:
     def __init__(self, state: State, *, ecs: bool = True, is_up: IsUp = static_status,
-                 nsid: bytes | None = None) -> None:
+                 server_id: str | None = None, stats: Stats | None = None, query_log: float = 0.0) -> None:
         self.state = state
         self.ecs = ecs
         self.is_up = is_up
-        self.nsid = nsid
+        self.server_id = server_id
+        self.stats = stats if stats is not None else Stats()
+        self.query_log = query_log  # fraction of queries logged
+        self.counter = 0
+
+    @property
+    def nsid(self) -> bytes | None:
+        return self.server_id.encode() if self.server_id else None
 
     def health_changed(self) -> None:
-        """Called when a health-checked target goes up or down: decisions must be made afresh."""
+        """A health-checked target went up or down: decisions made under the old health are void."""
+        self.state.decisions = {}
 
-    def respond(self, data: bytes, client: str, udp: bool = True, info: Answered | None = None) -> bytes | None:
+    def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
+        self.counter += 1
+        if self.counter % LATENCY_SAMPLE and not self.query_log:
+            return self._respond(data, client, udp)
+        started = time.perf_counter()
+        response = self._respond(data, client, udp)
+        self.stats.observe(time.perf_counter() - started)
+        if self.query_log and random.random() < self.query_log:
+            self._log(data, client, response, udp)
+        return response
+
+    def _respond(self, data: bytes, client: str, udp: bool) -> bytes | None:
+        state = self.state
+        entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
+        if entry is not None:
+            if entry.__class__ is tuple:  # (response after the ID, stats key)
+                self.stats.queries[entry[1]] += 1
+                return data[:2] + entry[0]
+            return self._dynamic(entry, data, client)  # type: ignore[arg-type]
+        return self._miss(data, client, udp)
+
+    def _miss(self, data: bytes, client: str, udp: bool) -> bytes | None:
+        """First time this query shape is seen (since the cache was last cleared)."""
         try:
             query = fast_parse(data)  # raises Malformed too (a bad ECS)
             if query is None:
                 query = full_parse(data)
         except Malformed as exc:
-            if info is not None:
-                info.rcode = exc.rcode if exc.rcode is not None else -1
             if exc.rcode is None:
+                self.stats.dropped["malformed"] += 1
                 return None
+            self.stats.queries[("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp")] += 1
             return error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
         if query is None:
+            self.stats.dropped["not a query"] += 1
             return None
-        return self.answer(query, client, udp, info)
-
-    def answer(self, query: Query, client: str, udp: bool, info: Answered | None = None) -> bytes:
-        state = self.state
-        if query.qclass != dns.rdataclass.IN or query.qtype in REFUSED_TYPES:
-            resolution = REFUSE  # no other classes; no zone transfers (RFC 5936 lets us refuse)
-        else:
-            key = (query.qname, query.qtype)
-            resolution = state.resolutions.get(key)  # type: ignore[assignment]
-            if resolution is None:
-                resolution = state.catalog.resolve(query.name, query.qtype)
-                _bounded_put(state.resolutions, key, resolution)
-        if resolution is REFUSE:
-            if info is not None:
-                info.rcode = REFUSED
-            return error_response(query.id, query.flags, REFUSED, query.question, query.edns)
-
-        ecs = query.edns.ecs if (self.ecs and query.edns is not None) else None
-        address: Address | None = None
-        source_prefix = 0
-        if ecs is not None and ecs.usable():
-            address, source_prefix = ecs.ip, ecs.source
-        choices: tuple = ()
-        scope = 0
-        pools: list[tuple[str, str]] = []
+        resolution = self.resolve(query)
+        zone = resolution.zone.origin.to_text() if resolution.zone is not None else ""
+        hot = self.state.hot_udp if udp else self.state.hot_tcp
         if resolution.dynamic:
-            if address is None:
-                address = _client_address(client)
-                source_prefix = address.max_prefixlen
-            choices, scope = self._decide(resolution, address, source_prefix, pools, ecs is not None and ecs.usable())
-        edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
-        key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choices))
-        rendered = state.rendered.get(key)
-        if rendered is None:
-            rendered = self._render(query, resolution, choices, 65535)
-            _bounded_put(state.rendered, key, rendered)
-        option = ecs.reply(scope) if ecs is not None else b""
-        limit = query.udp_limit if udp else 65535
-        if len(rendered.wire) + len(option) > limit:
-            rendered = self._render(query, resolution, choices, limit - len(option))
-        if info is not None:
-            info.rcode = resolution.rcode
-            info.zone = resolution.zone.origin.to_text() if resolution.zone else ""
-            info.pools = tuple(pools)
-            info.ecs = ecs is not None
-        return splice(rendered, query, option)
+            ecs = self._ecs(query)
+            stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
+            entry = Dynamic(query, resolution, udp, stats_key, ecs is not None and ecs.usable())
+            _bounded_put(hot, data[2:], entry)
+            return self._dynamic(entry, data, client)
+        response = self.answer(query, client, udp, resolution)
+        stats_key = (zone, qtype_label(query.qtype), RCODES.get(response[3] & 0xF, "OTHER"), "udp" if udp else "tcp")
+        _bounded_put(hot, data[2:], (response[2:], stats_key))
+        self.stats.queries[stats_key] += 1
+        if query.edns is not None and query.edns.ecs is not None:
+            self.stats.ecs += 1
+        return response
 
-    def _decide(self, resolution: Resolution, address: Address, source_prefix: int,
-                pools: list[tuple[str, str]], want_scope: bool) -> tuple[tuple[tuple[PoolValue, ...], ...], int]:
-        """The values this client gets from each dynamic RRset, and the ECS scope of that choice."""
+    def _dynamic(self, entry: Dynamic, data: bytes, client: str) -> bytes:
+        state = self.state
+        key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
+        decided = state.decisions.get(key)
+        if decided is None:
+            decided = self._decided(entry.query, entry.resolution, client)
+            _bounded_put(state.decisions, key, decided)
+        choice = decided.fixed
+        if choice is None:
+            choice = tuple(pick(c, n) for c, n in zip(decided.candidates, decided.counts))
+        response_key = (tuple(tuple(map(id, c)) for c in choice), decided.scope)
+        response = entry.responses.get(response_key)
+        if response is None:
+            response = self._materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
+            entry.responses[response_key] = response  # few: one per combination of values
+        stats = self.stats
+        stats.queries[entry.stats_key] += 1
+        for answer_key in decided.answer_keys:
+            stats.answers[answer_key] += 1
+        if entry.client_free:
+            stats.ecs += 1
+        entry.last_pools = decided.answer_keys
+        return data[:2] + response
+
+    def resolve(self, query: Query) -> Resolution:
+        if query.qclass == dns.rdataclass.CH:
+            return REFUSE  # CHAOS is answered in answer() when a server_id is set
+        if query.qclass != dns.rdataclass.IN or query.qtype in REFUSED_TYPES:
+            return REFUSE  # no other classes; no zone transfers (RFC 5936 lets us refuse)
+        state = self.state
+        key = (query.qname, query.qtype)
+        resolution = state.resolutions.get(key)
+        if resolution is None:
+            resolution = state.catalog.resolve(query.name, query.qtype)
+            _bounded_put(state.resolutions, key, resolution)
+        return resolution
+
+    def answer(self, query: Query, client: str, udp: bool, resolution: Resolution | None = None) -> bytes:
+        """The reference path: the full response to a parsed query, nothing taken from the hot cache."""
+        if resolution is None:
+            resolution = self.resolve(query)
+        if resolution is REFUSE:
+            chaos = self._chaos(query)
+            if chaos is not None:
+                return chaos
+            return error_response(query.id, query.flags, REFUSED, query.question, query.edns)
+        if not resolution.dynamic:
+            return self._materialize(query, resolution, (), 0, udp)
+        decided = self._decided(query, resolution, client)
+        choice = decided.fixed if decided.fixed is not None else tuple(
+            pick(c, n) for c, n in zip(decided.candidates, decided.counts))
+        return self._materialize(query, resolution, choice, decided.scope, udp)
+
+    def _ecs(self, query: Query) -> ClientSubnet | None:
+        return query.edns.ecs if (self.ecs and query.edns is not None) else None
+
+    def _decided(self, query: Query, resolution: Resolution, client: str) -> Decided:
+        """What this client gets from each dynamic RRset, and the ECS scope of that choice."""
+        ecs = self._ecs(query)
+        if ecs is not None and ecs.usable():
+            address: Address = ecs.ip
+            source_prefix = ecs.source
+            want_scope = True
+        else:
+            address = _client_address(client)
+            source_prefix = address.max_prefixlen
+            want_scope = False
         classifier = self.state.classifier
         text = str(address)
         locate: Callable[[], Location] = lambda: classifier.locate(text)  # noqa: E731
-        choices = []
+        zone = resolution.zone.origin.to_text() if resolution.zone is not None else ""
+        candidates, counts, keys = [], [], []
         scope = 0
         for entry in resolution.answer + resolution.additional:
             record = entry.source
             if not isinstance(record, DynamicRRset):
                 continue
             decision = decide(record, address, locate, self.is_up)
-            choices.append(pick(decision.candidates, record.max_answers))
-            pools.append((record.name, decision.pool))
+            candidates.append(decision.candidates)
+            counts.append(record.max_answers)
+            keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
-        return tuple(choices), scope
+        fixed = None
+        if all(len(c) <= 1 for c in candidates):
+            fixed = tuple(candidates)
+        return Decided(tuple(candidates), tuple(counts), scope, tuple(keys), fixed)
+
+    def _materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
+        """Render (or take the rendered form from cache) and splice in this query's particulars."""
+        state = self.state
+        edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
+        key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choice))
+        rendered = state.rendered.get(key)
+        if rendered is None:
+            rendered = self._render(query, resolution, choice, 65535)
+            _bounded_put(state.rendered, key, rendered)
+        ecs = self._ecs(query)
+        option = ecs.reply(scope) if ecs is not None else b""
+        limit = query.udp_limit if udp else 65535
+        if len(rendered.wire) + len(option) > limit:
+            rendered = self._render(query, resolution, choice, limit - len(option))
+        return splice(rendered, query, option)
 
     def _render(self, query: Query, resolution: Resolution, choices: tuple, limit: int) -> Rendered:
         chosen = iter(choices)
@@ -168,6 +287,35 @@ class Responder:
             answer=answer, authority=authority, additional=additional,
             required_additional=resolution.glue, edns=query.edns, nsid=self.nsid, limit=limit,
         )
+
+    def _chaos(self, query: Query) -> bytes | None:
+        """CHAOS TXT id.server / hostname.bind: which node answered (RFC 4892), when configured."""
+        if (query.qclass != dns.rdataclass.CH or self.server_id is None or query.qname not in CHAOS_NAMES
+                or query.qtype not in (dns.rdatatype.TXT, dns.rdatatype.ANY)):
+            return None
+        rdataset = dns.rdataset.Rdataset(dns.rdataclass.CH, dns.rdatatype.TXT, ttl=0)
+        rdataset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.CH, dns.rdatatype.TXT, [self.server_id.encode()]))
+        rendered = render(query.name, query.qtype, query.qclass, rcode=0, aa=True, answer=[(query.name, rdataset)],
+                          edns=query.edns, nsid=self.nsid, limit=query.udp_limit)
+        return splice(rendered, query)
+
+    def _log(self, data: bytes, client: str, response: bytes | None, udp: bool) -> None:
+        """One sampled query, as a JSON line (the collector's format whatever the log format)."""
+        try:
+            query = fast_parse(data) or full_parse(data)
+        except Malformed:
+            query = None
+        entry = (self.state.hot_udp if udp else self.state.hot_tcp).get(data[2:])
+        ecs = query.edns.ecs if query is not None and query.edns is not None else None
+        log.info("query %s", json.dumps({
+            "client": client,
+            "transport": "udp" if udp else "tcp",
+            "ecs": f"{ecs.ip}/{ecs.source}" if ecs is not None else None,
+            "qname": query.name.to_text() if query is not None else None,
+            "qtype": dns.rdatatype.to_text(query.qtype) if query is not None else None,
+            "rcode": RCODES.get(response[3] & 0xF, "OTHER") if response else None,
+            "pools": [f"{record}:{pool}" for _, record, pool in entry.last_pools] if isinstance(entry, Dynamic) else [],
+        }))
 
 
 def _rdataset(record: DynamicRRset, values: tuple[PoolValue, ...]) -> dns.rdataset.Rdataset:

@@ -161,7 +161,8 @@ class Server:
     async def start(self) -> None:
         state, result = await asyncio.to_thread(build_state, self.config)
         self.zones = dict(result.zones)
-        self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up)
+        self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up, server_id=self.config.server_id,
+                                   query_log=self.config.query_log_sample)
         self.health.on_change.append(self.responder.health_changed)
         self.health.follow(dynamic_records(self.zones))
         log.info("loaded %d zones (%d records)", len(result.zones), sum(z.record_count for z in result.zones.values()))
@@ -237,6 +238,8 @@ class Server:
         self.config = config
         self.zones = dict(result.zones)
         self.responder.ecs = config.ecs
+        self.responder.server_id = config.server_id
+        self.responder.query_log = config.query_log_sample
         self.responder.state = state  # the one swap: queries see old or new data, never a mix
         self.health.follow(dynamic_records(self.zones), config.health)
         old.classifier.close()
