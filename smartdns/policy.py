@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from bisect import bisect_right
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
@@ -135,20 +137,38 @@ def _plain(record: DynamicRRset, rule: int | None, is_up: IsUp) -> Decision:
     return Decision(FAIL_OPEN_POOL, rule, record.values)
 
 
-def pick(candidates: tuple[PoolValue, ...], count: int, rng: random.Random | None = None) -> tuple[PoolValue, ...]:
-    """Up to `count` candidates in weighted-random order (weighted sampling without replacement)."""
-    rng = rng or _rng
-    if len(candidates) <= 1:
-        return candidates
-    if count == 1:
-        return (rng.choices(candidates, weights=[v.weight for v in candidates])[0],)
-    remaining = list(candidates)
-    chosen: list[PoolValue] = []
-    while remaining and len(chosen) < count:
-        value = rng.choices(remaining, weights=[v.weight for v in remaining])[0]
-        chosen.append(value)
-        remaining.remove(value)
-    return tuple(chosen)
+class Picker:
+    """Weighted random choice among one decision's candidates, as indexes (cheap to key a cache with).
+
+    One value: always it. `count` 1: one index by weight. More: a weighted
+    shuffle, i.e. weighted sampling without replacement, `count` deep.
+    """
+
+    __slots__ = ("values", "count", "cum", "total", "fixed")
+
+    def __init__(self, values: tuple[PoolValue, ...], count: int) -> None:
+        self.values = values
+        self.count = min(count, len(values))
+        self.cum = list(accumulate(v.weight for v in values))
+        self.total = self.cum[-1] if values else 0
+        self.fixed: tuple[int, ...] | None = tuple(range(len(values))) if len(values) <= 1 else None
+
+    def draw(self) -> tuple[int, ...]:
+        if self.fixed is not None:
+            return self.fixed
+        if self.count == 1:
+            return (bisect_right(self.cum, _rng.random() * self.total),)
+        remaining = list(range(len(self.values)))
+        chosen: list[int] = []
+        while len(chosen) < self.count:
+            weights = [self.values[i].weight for i in remaining]
+            index = _rng.choices(remaining, weights=weights)[0]
+            chosen.append(index)
+            remaining.remove(index)
+        return tuple(chosen)
+
+    def chosen(self, draw: tuple[int, ...]) -> tuple[PoolValue, ...]:
+        return tuple(self.values[i] for i in draw)
 
 
 _rng = random.Random()

@@ -33,7 +33,7 @@ import dns.rdtypes.ANY.TXT
 from .catalog import REFUSE, Catalog, Entry, Resolution
 from .geo import Classifier, Location
 from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
-from .policy import DynamicRRset, IsUp, PoolValue, decide, pick, scope_prefix, static_status
+from .policy import DynamicRRset, IsUp, Picker, PoolValue, decide, scope_prefix, static_status
 from .wire import (
     REFUSED, ClientSubnet, Malformed, Query, Rendered, error_response, fast_parse, full_parse, render, splice,
 )
@@ -60,28 +60,39 @@ class State:
     decisions: dict[tuple, "Decided"] = field(default_factory=dict)  # (client, dynamic entry) -> Decided
 
 
-@dataclass(frozen=True, slots=True)
 class Decided:
-    """One client's decision for one query shape: candidates per dynamic RRset, ECS scope, pools."""
+    """One client's decision for one query shape: a picker per dynamic RRset, the ECS scope,
+    the pools (for the answers metric), and the responses made from it so far."""
 
-    candidates: tuple[tuple[PoolValue, ...], ...]
-    counts: tuple[int, ...]  # max_answers per RRset
-    scope: int
-    answer_keys: tuple[tuple[str, str, str], ...]  # (zone, record, pool) for the answers metric
-    fixed: tuple[tuple[PoolValue, ...], ...] | None  # the choice, when nothing is left to chance
+    __slots__ = ("pickers", "scope", "answer_keys", "responses")
+
+    def __init__(self, pickers: tuple[Picker, ...], scope: int, answer_keys: tuple[tuple[str, str, str], ...]) -> None:
+        self.pickers = pickers
+        self.scope = scope
+        self.answer_keys = answer_keys
+        self.responses: dict[object, bytes] = {}  # draw -> response after the ID; few: one per combination
+
+    def draw(self) -> object:
+        pickers = self.pickers
+        if len(pickers) == 1:
+            return pickers[0].draw()
+        return tuple([p.draw() for p in pickers])
+
+    def chosen(self, draw: object) -> tuple[tuple[PoolValue, ...], ...]:
+        draws = (draw,) if len(self.pickers) == 1 else draw
+        return tuple(p.chosen(d) for p, d in zip(self.pickers, draws))  # type: ignore[arg-type]
 
 
 class Dynamic:
     """A hot entry whose response depends on the client: decisions cached, values picked per query."""
 
-    __slots__ = ("query", "resolution", "udp", "stats_key", "responses", "client_free", "last_pools")
+    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools")
 
     def __init__(self, query: Query, resolution: Resolution, udp: bool, stats_key: tuple, client_free: bool) -> None:
         self.query = query
         self.resolution = resolution
         self.udp = udp
         self.stats_key = stats_key
-        self.responses: dict[tuple, bytes] = {}  # (chosen value ids, scope) -> response after the ID
         self.client_free = client_free  # a usable ECS decides: every client gets the same decision
         self.last_pools: tuple[tuple[str, str, str], ...] = ()
 
@@ -166,14 +177,12 @@ class Responder:
         if decided is None:
             decided = self._decided(entry.query, entry.resolution, client)
             _bounded_put(state.decisions, key, decided)
-        choice = decided.fixed
-        if choice is None:
-            choice = tuple(pick(c, n) for c, n in zip(decided.candidates, decided.counts))
-        response_key = (tuple(tuple(map(id, c)) for c in choice), decided.scope)
-        response = entry.responses.get(response_key)
+        draw = decided.draw()
+        response = decided.responses.get(draw)
         if response is None:
+            choice = decided.chosen(draw)
             response = self._materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
-            entry.responses[response_key] = response  # few: one per combination of values
+            decided.responses[draw] = response
         stats = self.stats
         stats.queries[entry.stats_key] += 1
         for answer_key in decided.answer_keys:
@@ -208,9 +217,7 @@ class Responder:
         if not resolution.dynamic:
             return self._materialize(query, resolution, (), 0, udp)
         decided = self._decided(query, resolution, client)
-        choice = decided.fixed if decided.fixed is not None else tuple(
-            pick(c, n) for c, n in zip(decided.candidates, decided.counts))
-        return self._materialize(query, resolution, choice, decided.scope, udp)
+        return self._materialize(query, resolution, decided.chosen(decided.draw()), decided.scope, udp)
 
     def _ecs(self, query: Query) -> ClientSubnet | None:
         return query.edns.ecs if (self.ecs and query.edns is not None) else None
@@ -230,22 +237,18 @@ class Responder:
         text = str(address)
         locate: Callable[[], Location] = lambda: classifier.locate(text)  # noqa: E731
         zone = resolution.zone.origin.to_text() if resolution.zone is not None else ""
-        candidates, counts, keys = [], [], []
+        pickers, keys = [], []
         scope = 0
         for entry in resolution.answer + resolution.additional:
             record = entry.source
             if not isinstance(record, DynamicRRset):
                 continue
             decision = decide(record, address, locate, self.is_up)
-            candidates.append(decision.candidates)
-            counts.append(record.max_answers)
+            pickers.append(Picker(decision.candidates, record.max_answers))
             keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
-        fixed = None
-        if all(len(c) <= 1 for c in candidates):
-            fixed = tuple(candidates)
-        return Decided(tuple(candidates), tuple(counts), scope, tuple(keys), fixed)
+        return Decided(tuple(pickers), scope, tuple(keys))
 
     def _materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
         """Render (or take the rendered form from cache) and splice in this query's particulars."""
