@@ -67,10 +67,11 @@ class Stats:
         self.latency_count += 1
 
     def snapshot(self) -> dict[str, Any]:
+        # list(...items()) copies in one step under the GIL: the UDP threads keep counting meanwhile
         return {
-            "queries": [[*k, v] for k, v in self.queries.items()],
-            "answers": [[*k, v] for k, v in self.answers.items()],
-            "dropped": [[k, v] for k, v in self.dropped.items()],
+            "queries": [[*k, v] for k, v in list(self.queries.items())],
+            "answers": [[*k, v] for k, v in list(self.answers.items())],
+            "dropped": [[k, v] for k, v in list(self.dropped.items())],
             "ecs": self.ecs,
             "latency": [list(self.latency_buckets), self.latency_sum, self.latency_count],
         }
@@ -101,16 +102,29 @@ class ServerStatus:
     ready: bool = False
     health: list[tuple[str, str, int, bool, float]] = field(default_factory=list)  # address, protocol, port, up, since
 
-    def loaded(self, zones: int, records: int, problems: int, initial: bool = False) -> None:
+    def loaded(self, zones: int, records: int, ok: bool, reload: bool) -> None:
+        """After every load: `ok` when no zone had a problem."""
         self.zones, self.records = zones, records
-        if problems:
-            self.reloads_failed += 0 if initial else 1
-        else:
-            self.reloads_ok += 0 if initial else 1
-            self.last_good_load = time.time()
-        if initial and not problems:
+        if reload:
+            if ok:
+                self.reloads_ok += 1
+            else:
+                self.reloads_failed += 1
+        if ok:
             self.last_good_load = time.time()
         self.ready = zones > 0
+
+    def follow_health(self, states: Iterable[tuple[Any, Any]]) -> None:
+        """From HealthMonitor.states: (target, state) pairs."""
+        self.health = [(t.address, t.check.protocol, t.check.port, s.up, s.changed_at) for t, s in states]
+
+
+def combined(*parts: Stats | dict[str, Any]) -> Stats:
+    """One Stats adding up live ones and snapshots (workers', or those of workers that exited)."""
+    total = Stats()
+    for part in parts:
+        total.add(part.snapshot() if isinstance(part, Stats) else part)
+    return total
 
 
 class _Collector:

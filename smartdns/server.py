@@ -26,6 +26,7 @@ from .catalog import Catalog
 from .config import Config, ConfigError, ListenAddress, load_config
 from .geo import Classifier, GeoDatabaseError
 from .health import HealthMonitor, HealthView
+from .metrics import MetricsServer, ServerStatus, combined
 from .policy import DynamicRRset
 from .reload import LoadResult, load_all, watch, watched_files
 from .responder import Responder, State
@@ -138,9 +139,12 @@ class Server:
     """Serves queries on the listeners given, from data it loads and reloads itself."""
 
     def __init__(self, config: Config, listeners: list[Listener], health: HealthView,
-                 overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None) -> None:
+                 overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None,
+                 metrics: bool = True) -> None:
         self.config = config
         self.ready = ready  # called once the data is loaded and the sockets are served
+        self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
+        self.status = ServerStatus()
         self.overrides = overrides or {}  # command-line flags: they stay in force over the file on reload
         self.listeners = listeners
         self.health = health
@@ -158,9 +162,19 @@ class Server:
             self.errors_logged = now
             log.exception("internal error answering a query")
 
+    def current_status(self) -> ServerStatus:
+        if isinstance(self.health, HealthMonitor):
+            self.status.follow_health(self.health.states.items())
+        return self.status
+
     async def start(self) -> None:
+        if self.metrics is not None and self.config.metrics is not None:
+            # before the zones load, so that /ready can say "not yet"
+            await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
         state, result = await asyncio.to_thread(build_state, self.config)
         self.zones = dict(result.zones)
+        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
+                           not result.problems, reload=False)
         self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up, server_id=self.config.server_id,
                                    query_log=self.config.query_log_sample)
         self.health.on_change.append(self.responder.health_changed)
@@ -241,6 +255,8 @@ class Server:
         self.responder.server_id = config.server_id
         self.responder.query_log = config.query_log_sample
         self.responder.state = state  # the one swap: queries see old or new data, never a mix
+        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
+                           not result.problems, reload=True)
         self.health.follow(dynamic_records(self.zones), config.health)
         old.classifier.close()
         log.info("reloaded (%s): %d zones, %d problems", reason, len(result.zones), len(result.problems))
@@ -254,6 +270,8 @@ class Server:
         await self.stopping.wait()
         watcher.cancel()
         self.health.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         for server in self.tcp_servers:
             server.close()
         for listener in self.listeners:

@@ -19,10 +19,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from .config import Config, ListenAddress, load_config
 from .health import HealthMonitor, HealthView, decode_down, encode_down
+from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
 from .reload import load_all, watch, watched_files
 from .server import Listener, Server, bind_listeners, dynamic_records, event_loop_runner, on_signals, reload_config
@@ -30,6 +32,7 @@ from .server import Listener, Server, bind_listeners, dynamic_records, event_loo
 log = logging.getLogger("smartdns")
 
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
+STATS_INTERVAL = 1.0  # seconds between a worker's counter snapshots to the supervisor
 
 
 def worker_count(config: Config) -> int:
@@ -69,7 +72,29 @@ class Supervisor:
         self.overrides = overrides
         self.health = HealthMonitor(config.health)
         self.workers: list[subprocess.Popen | None] = [None] * len(sets)
+        self.ready = [threading.Event() for _ in sets]
+        self.snapshots: list[dict[str, Any] | None] = [None] * len(sets)  # each worker's latest counters
+        self.retired = Stats()  # counters of workers that exited, so that totals never go back
+        self.status = ServerStatus()
+        self.metrics = MetricsServer(self.total_stats, self.current_status)
         self.stopping = asyncio.Event()
+
+    def total_stats(self) -> Stats:
+        return combined(self.retired, *[s for s in self.snapshots if s is not None])
+
+    def current_status(self) -> ServerStatus:
+        self.status.follow_health(self.health.states.items())
+        self.status.ready = self.status.zones > 0 and all(e.is_set() for e in self.ready)
+        return self.status
+
+    def _read_worker(self, index: int, proc: subprocess.Popen) -> None:
+        """A thread per worker: its stdout says "ready" once, then "stats {...}" every second."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("stats "):
+                self.snapshots[index] = json.loads(line[6:])
+            elif line.strip() == "ready":
+                self.ready[index].set()
 
     def spec(self, index: int) -> str:
         return json.dumps({
@@ -88,6 +113,7 @@ class Supervisor:
         proc.stdin.write(self.spec(index) + "\n" + encode_down(self.health.down) + "\n")
         proc.stdin.flush()
         self.workers[index] = proc
+        threading.Thread(target=self._read_worker, args=(index, proc), daemon=True).start()
 
     def broadcast(self) -> None:
         line = encode_down(self.health.down) + "\n"
@@ -103,16 +129,21 @@ class Supervisor:
         """The supervisor's own copy of the zones only tells it what to probe; workers reload themselves."""
         self.config = reload_config(self.config, self.overrides)
         result = await asyncio.to_thread(load_all, self.config)
+        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
+                           not result.problems, reload=True)
         self.health.follow(dynamic_records(dict(result.zones)), self.config.health)
 
     async def run(self) -> None:
         self.health.on_change.append(self.broadcast)
+        if self.config.metrics is not None:
+            await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
         result = await asyncio.to_thread(load_all, self.config)
+        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
+                           not result.problems, reload=False)
         for index in range(len(self.sets)):
             self.start_worker(index)
-        for proc in self.workers:  # each says "ready" once it answers from loaded data
-            assert proc is not None and proc.stdout is not None
-            await asyncio.to_thread(proc.stdout.readline)
+        for ready in self.ready:  # each says "ready" once it answers from loaded data
+            await asyncio.to_thread(ready.wait, 60)
         announce(self.sets[0], len(self.sets))
         self.health.follow(dynamic_records(dict(result.zones)))
         on_signals(self.stopping, self.forward_sighup)
@@ -126,9 +157,14 @@ class Supervisor:
             for index, proc in enumerate(self.workers):
                 if proc is not None and proc.poll() is not None and not self.stopping.is_set():
                     log.error("worker %d exited with %s: starting it again", index, proc.returncode)
+                    if self.snapshots[index] is not None:
+                        self.retired.add(self.snapshots[index])
+                        self.snapshots[index] = None
+                    self.ready[index].clear()
                     self.start_worker(index)
         watcher.cancel()
         self.health.stop()
+        self.metrics.close()
         await self.stop_workers()
 
     async def forward_sighup(self) -> None:
@@ -169,7 +205,16 @@ async def _worker() -> None:
     def ready() -> None:
         print("ready", flush=True)  # to the supervisor, on our stdout pipe
 
-    server = Server(config, listeners, view, overrides, ready)
+    server = Server(config, listeners, view, overrides, ready, metrics=False)
+
+    async def send_stats() -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            responder = getattr(server, "responder", None)  # none until the zones have loaded
+            if responder is not None:
+                print("stats " + json.dumps(responder.stats.snapshot()), flush=True)
+
+    sender = asyncio.ensure_future(send_stats())
 
     async def follow_supervisor() -> None:
         while True:
@@ -182,6 +227,7 @@ async def _worker() -> None:
     follower = asyncio.ensure_future(follow_supervisor())
     await server.serve()
     follower.cancel()
+    sender.cancel()
 
 
 def worker_main() -> None:

@@ -26,6 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ZONES = REPO / "zones"
 LISTENING = re.compile(r"listening on (\S+?):(\d+)")
+METRICS = re.compile(r"metrics on http://(\S+?):(\d+)/metrics")
 
 # Loopback sources standing in for resolvers: the test GeoIP database maps
 # DOMESTIC to CN and OVERSEAS to US (127.0.0.1, the default source, is unknown).
@@ -58,7 +59,8 @@ class SmartDNS:
         for name, text in (zones or {}).items():
             self.write_zone(name, text)
         self.config_path = workdir / "smartdns.yaml"
-        self.config_path.write_text(yaml.safe_dump({"zones": "zones", **(config or {})}))
+        # each server its own metrics port, so tests can run side by side
+        self.config_path.write_text(yaml.safe_dump({"zones": "zones", "metrics": "127.0.0.1:0", **(config or {})}))
         self.args = args
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -96,6 +98,21 @@ class SmartDNS:
             self.stop()
             raise RuntimeError("smartdns did not start:\n" + self.log)
         return self
+
+    @property
+    def metrics_port(self) -> int:
+        return int(METRICS.search(self.wait_for_log(METRICS.pattern)).group(2))
+
+    def http(self, path: str) -> tuple[int, str]:
+        """GET a path of the metrics listener: (status, body)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     @property
     def log(self) -> str:
