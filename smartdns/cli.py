@@ -126,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("smartdns %s starting: zones %s, %s", __version__, config.zones,
              "geodb " + ", ".join(map(str, config.geodb)) if config.geodb else "embedded country data")
     try:
-        run(config, overrides, config.user, (args.log_format, args.log_level.upper()))
+        run(config, overrides, config.user)
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return 1

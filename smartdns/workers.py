@@ -1,28 +1,31 @@
 """Process layout: one process, or a supervisor with N workers on one port (SO_REUSEPORT).
 
-The sockets are bound first (as root if port 53 needs it), then privileges are
-dropped, then the work starts. With `workers: 1` that one process does
-everything. With more, the supervisor binds one socket set per worker, starts
-each worker as `python -m smartdns.workers` with its sockets passed as file
-descriptors, probes health itself (once per target, however many workers) and
-sends every change of what is down down each worker's stdin. A worker whose
-supervisor goes away sees its stdin close and exits; a worker that dies is
-started again on the same sockets.
+The sockets are bound first (as root if port 53 needs it), everything the
+processes will ever import is imported, then privileges are dropped, then the
+work starts. With `workers: 1` that one process does everything. With more, the
+supervisor binds one socket set per worker and forks the workers (a fork needs
+no file access, so a worker can be started again after privileges are gone).
+The supervisor probes health itself, once per target however many workers,
+and writes every change of what is down into each worker's pipe; each worker
+writes "ready" and then its counters every second into another. A worker whose
+supervisor goes away sees its pipe close and exits; a worker that dies is
+forked again on the same sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
-from .config import Config, ListenAddress, load_config
+from .config import Config
 from .health import HealthMonitor, HealthView, decode_down, encode_down
 from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
@@ -33,18 +36,37 @@ log = logging.getLogger("smartdns")
 
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STATS_INTERVAL = 1.0  # seconds between a worker's counter snapshots to the supervisor
+STOP_TIMEOUT = 10.0
+# Imported lazily by the standard library or by us; after dropping privileges the
+# interpreter's files may be out of reach (a Python under /root, say), so load them first.
+PRELOAD = ("concurrent.futures.thread", "asyncio.base_subprocess", "ssl", "uvloop", "dns.rdtypes.ANY.TXT",
+           "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "encodings.idna", "smartdns.geodb")
 
 
 def worker_count(config: Config) -> int:
     return config.workers or os.cpu_count() or 1
 
 
-def run(config: Config, overrides: dict[str, Any] | None = None, user: str | None = None,
-        log_settings: tuple[str, str] = ("plain", "INFO")) -> None:
+def preload() -> None:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    import dns.rdtypes.ANY
+    import dns.rdtypes.IN
+
+    for package in (dns.rdtypes.ANY, dns.rdtypes.IN):  # dnspython imports rdata classes on first use
+        for name in package.__all__:
+            importlib.import_module(f"{package.__name__}.{name}")
+
+
+def run(config: Config, overrides: dict[str, Any] | None = None, user: str | None = None) -> None:
     """Bind, drop privileges, serve until SIGTERM/SIGINT."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
     count = worker_count(config)
     sets = bind_listeners(config.listen, count)
+    preload()
     if user:
         drop_privileges(user)
     else:
@@ -53,7 +75,8 @@ def run(config: Config, overrides: dict[str, Any] | None = None, user: str | Non
         ready = lambda: announce(sets[0], count)  # noqa: E731
         event_loop_runner()(Server(config, sets[0], HealthMonitor(config.health), overrides, ready).serve())
     else:
-        event_loop_runner()(Supervisor(config, sets, overrides or {}, log_settings).run())
+        # The stock loop here: this process forks, and a child must be able to start a fresh loop.
+        asyncio.run(Supervisor(config, sets, overrides or {}).run())
     log.info("stopped")
 
 
@@ -63,67 +86,82 @@ def announce(listeners: list[Listener], count: int) -> None:
              f", {count} workers" if count > 1 else "")
 
 
+@dataclass
+class Worker:
+    pid: int
+    to_worker: BinaryIO  # what is down, a line per change
+    ready: threading.Event
+    snapshot: dict[str, Any] | None = None  # its latest counters
+
+
 class Supervisor:
-    def __init__(self, config: Config, sets: list[list[Listener]], overrides: dict[str, Any],
-                 log_settings: tuple[str, str] = ("plain", "INFO")) -> None:
+    def __init__(self, config: Config, sets: list[list[Listener]], overrides: dict[str, Any]) -> None:
         self.config = config
-        self.log_settings = log_settings
         self.sets = sets
         self.overrides = overrides
         self.health = HealthMonitor(config.health)
-        self.workers: list[subprocess.Popen | None] = [None] * len(sets)
-        self.ready = [threading.Event() for _ in sets]
-        self.snapshots: list[dict[str, Any] | None] = [None] * len(sets)  # each worker's latest counters
+        self.workers: list[Worker | None] = [None] * len(sets)
         self.retired = Stats()  # counters of workers that exited, so that totals never go back
         self.status = ServerStatus()
         self.metrics = MetricsServer(self.total_stats, self.current_status)
         self.stopping = asyncio.Event()
 
     def total_stats(self) -> Stats:
-        return combined(self.retired, *[s for s in self.snapshots if s is not None])
+        return combined(self.retired, *[w.snapshot for w in self.workers if w is not None and w.snapshot])
 
     def current_status(self) -> ServerStatus:
         self.status.follow_health(self.health.states.items())
-        self.status.ready = self.status.zones > 0 and all(e.is_set() for e in self.ready)
+        self.status.ready = self.status.zones > 0 and all(w is not None and w.ready.is_set() for w in self.workers)
         return self.status
 
-    def _read_worker(self, index: int, proc: subprocess.Popen) -> None:
-        """A thread per worker: its stdout says "ready" once, then "stats {...}" every second."""
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("stats "):
-                self.snapshots[index] = json.loads(line[6:])
-            elif line.strip() == "ready":
-                self.ready[index].set()
-
-    def spec(self, index: int) -> str:
-        return json.dumps({
-            "config": self.config.source,
-            "overrides": self.overrides,  # command-line flags, as parsed: plain JSON values
-            "listeners": [[l.address.host, l.address.port, l.udp.fileno(), l.tcp.fileno()] for l in self.sets[index]],
-            "index": index,
-            "log": self.log_settings,
-        })
-
     def start_worker(self, index: int) -> None:
-        fds = [fd for l in self.sets[index] for fd in (l.udp.fileno(), l.tcp.fileno())]
-        proc = subprocess.Popen([sys.executable, "-m", "smartdns.workers"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, pass_fds=fds, text=True)
-        assert proc.stdin is not None
-        proc.stdin.write(self.spec(index) + "\n" + encode_down(self.health.down) + "\n")
-        proc.stdin.flush()
-        self.workers[index] = proc
-        threading.Thread(target=self._read_worker, args=(index, proc), daemon=True).start()
+        down_read, down_write = os.pipe()
+        up_read, up_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's frames
+            code = 1
+            try:
+                os.close(down_write)
+                os.close(up_read)
+                for other, listeners in enumerate(self.sets):
+                    if other != index:
+                        for listener in listeners:
+                            listener.udp.close()
+                            listener.tcp.close()
+                code = _worker_process(self.config, self.overrides, self.sets[index], down_read, up_write)
+            except BaseException:  # noqa: BLE001 - whatever happens, the child must not run on as a supervisor
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        os.close(down_read)
+        os.close(up_write)
+        worker = Worker(pid, os.fdopen(down_write, "wb", buffering=0), threading.Event())
+        self.workers[index] = worker
+        self._send(worker, encode_down(self.health.down))
+        threading.Thread(target=self._read_worker, args=(worker, up_read), daemon=True).start()
+
+    @staticmethod
+    def _read_worker(worker: Worker, fd: int) -> None:
+        """A thread per worker: it says "ready" once, then "stats {...}" every second."""
+        with os.fdopen(fd, "r") as lines:
+            for line in lines:
+                if line.startswith("stats "):
+                    worker.snapshot = json.loads(line[6:])
+                elif line.strip() == "ready":
+                    worker.ready.set()
+
+    @staticmethod
+    def _send(worker: Worker, line: str) -> None:
+        try:
+            worker.to_worker.write(line.encode() + b"\n")
+        except OSError:
+            pass  # the worker died: it is started again with the full state
 
     def broadcast(self) -> None:
-        line = encode_down(self.health.down) + "\n"
-        for proc in self.workers:
-            if proc is not None and proc.poll() is None and proc.stdin is not None:
-                try:
-                    proc.stdin.write(line)
-                    proc.stdin.flush()
-                except (BrokenPipeError, OSError):
-                    pass  # the worker died: it is restarted with the full state
+        line = encode_down(self.health.down)
+        for worker in self.workers:
+            if worker is not None:
+                self._send(worker, line)
 
     async def reload(self, reason: str) -> None:
         """The supervisor's own copy of the zones only tells it what to probe; workers reload themselves."""
@@ -142,8 +180,9 @@ class Supervisor:
                            not result.problems, reload=False)
         for index in range(len(self.sets)):
             self.start_worker(index)
-        for ready in self.ready:  # each says "ready" once it answers from loaded data
-            await asyncio.to_thread(ready.wait, 60)
+        for worker in self.workers:  # each says "ready" once it answers from loaded data
+            assert worker is not None
+            await asyncio.to_thread(worker.ready.wait, 60)
         announce(self.sets[0], len(self.sets))
         self.health.follow(dynamic_records(dict(result.zones)))
         on_signals(self.stopping, self.forward_sighup)
@@ -154,13 +193,15 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), RESTART_DELAY)
             except asyncio.TimeoutError:
                 pass
-            for index, proc in enumerate(self.workers):
-                if proc is not None and proc.poll() is not None and not self.stopping.is_set():
-                    log.error("worker %d exited with %s: starting it again", index, proc.returncode)
-                    if self.snapshots[index] is not None:
-                        self.retired.add(self.snapshots[index])
-                        self.snapshots[index] = None
-                    self.ready[index].clear()
+            for index, worker in enumerate(self.workers):
+                if worker is None or self.stopping.is_set():
+                    continue
+                status = _exited(worker.pid)
+                if status is not None:
+                    log.error("worker %d exited with %s: starting it again", index, status)
+                    if worker.snapshot:
+                        self.retired.add(worker.snapshot)
+                    worker.to_worker.close()
                     self.start_worker(index)
         watcher.cancel()
         self.health.stop()
@@ -168,75 +209,78 @@ class Supervisor:
         await self.stop_workers()
 
     async def forward_sighup(self) -> None:
-        for proc in self.workers:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGHUP)  # each worker reloads now
+        for worker in self.workers:
+            if worker is not None:
+                _signal(worker.pid, signal.SIGHUP)  # each worker reloads now
         await self.reload("SIGHUP")
 
     async def stop_workers(self) -> None:
-        for proc in self.workers:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in self.workers:
-            if proc is not None:
-                try:
-                    await asyncio.to_thread(proc.wait, 10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for worker in self.workers:
+            if worker is not None:
+                _signal(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in self.workers:
+            if worker is None:
+                continue
+            while _exited(worker.pid) is None:
+                if time.monotonic() > deadline:
+                    _signal(worker.pid, signal.SIGKILL)
+                await asyncio.sleep(0.05)
 
 
-async def _worker() -> None:
-    import socket
-
-    from .cli import setup_logging
-
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    spec = json.loads(await reader.readline())
-    setup_logging(*spec["log"])
-    overrides = {k: v for k, v in spec["overrides"].items() if v is not None}
-    config = load_config(spec["config"], **overrides)
-    listeners = []
-    for host, port, udp_fd, tcp_fd in spec["listeners"]:
-        listeners.append(Listener(ListenAddress(host, port), socket.socket(fileno=udp_fd), socket.socket(fileno=tcp_fd)))
-    view = HealthView()
-
-    def ready() -> None:
-        print("ready", flush=True)  # to the supervisor, on our stdout pipe
-
-    server = Server(config, listeners, view, overrides, ready, metrics=False)
-
-    async def send_stats() -> None:
-        while True:
-            await asyncio.sleep(STATS_INTERVAL)
-            responder = getattr(server, "responder", None)  # none until the zones have loaded
-            if responder is not None:
-                print("stats " + json.dumps(responder.stats.snapshot()), flush=True)
-
-    sender = asyncio.ensure_future(send_stats())
-
-    async def follow_supervisor() -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                server.stopping.set()  # the supervisor is gone: so are we
-                return
-            view.set_down(decode_down(line.decode()))
-
-    follower = asyncio.ensure_future(follow_supervisor())
-    await server.serve()
-    follower.cancel()
-    sender.cancel()
-
-
-def worker_main() -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
+def _exited(pid: int) -> int | None:
+    """The exit status (negative: the signal) once `pid` has exited, else None."""
     try:
-        event_loop_runner()(_worker())
-    except KeyboardInterrupt:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    if done == 0:
+        return None
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
         pass
 
 
-if __name__ == "__main__":
-    worker_main()
+def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[Listener], down_fd: int,
+                    up_fd: int) -> int:
+    """Runs in the forked child: its own loop, its own data, health from the supervisor."""
+    signal.set_wakeup_fd(-1)  # the supervisor's loop owned it
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
+    up = os.fdopen(up_fd, "w", buffering=1)
+    view = HealthView()
+    server = Server(config, listeners, view, overrides, lambda: print("ready", file=up, flush=True), metrics=False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(down_fd, "rb"))
+
+        async def follow_supervisor() -> None:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    server.stopping.set()  # the supervisor is gone: so are we
+                    return
+                view.set_down(decode_down(line.decode()))
+
+        async def send_stats() -> None:
+            while True:
+                await asyncio.sleep(STATS_INTERVAL)
+                responder = getattr(server, "responder", None)  # none until the zones have loaded
+                if responder is not None:
+                    print("stats " + json.dumps(responder.stats.snapshot()), file=up, flush=True)
+
+        tasks = [asyncio.ensure_future(follow_supervisor()), asyncio.ensure_future(send_stats())]
+        await server.serve()
+        for task in tasks:
+            task.cancel()
+
+    event_loop_runner()(main())
+    return 0

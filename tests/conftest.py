@@ -75,9 +75,9 @@ class SmartDNS:
         tmp.replace(path)  # atomic, as an admin's deploy should be
         return path
 
-    def start(self, timeout: float = 20.0) -> "SmartDNS":
+    def start(self, timeout: float = 20.0, listen: str = "127.0.0.1:0") -> "SmartDNS":
         cmd = [sys.executable, "-m", "smartdns", "serve", "--config", str(self.config_path),
-               "--listen", "127.0.0.1:0", *self.args]
+               "--listen", listen, *self.args]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         started = threading.Event()
@@ -157,6 +157,11 @@ class SmartDNS:
         if self._reader:
             self._reader.join(2)
         return self.proc.returncode
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 @pytest.fixture

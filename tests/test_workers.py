@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
-from conftest import OVERSEAS
+from conftest import OVERSEAS, children
 from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, wait_for, zone
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_two_workers_answer_on_one_port_and_restart(smartdns):
