@@ -58,6 +58,22 @@ class TcpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RrlSettings:
+    responses_per_second: float = 0.0  # 0: rate limiting off (the default, as in BIND and Knot)
+    nxdomains_per_second: float | None = None  # None: responses_per_second
+    errors_per_second: float | None = None  # None: responses_per_second
+    slip: int = 2  # every slip-th limited response goes out truncated; 0: never
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    table_size: int = 100_000  # buckets kept; the table is cleared when full
+
+    @property
+    def enabled(self) -> bool:
+        return self.responses_per_second > 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 5353),)
     zones: Path = Path("zones")
@@ -67,6 +83,7 @@ class Config:
     soa_zones: Mapping[str, SoaSettings] = field(default_factory=dict)
     health: HealthSettings = HealthSettings()
     tcp: TcpSettings = TcpSettings()
+    rrl: RrlSettings = RrlSettings()
     workers: int = 0  # 0: one per core
     metrics: ListenAddress | None = ListenAddress("127.0.0.1", 9353)  # None: off
     server_id: str | None = None  # NSID and CHAOS id.server / hostname.bind; None: not answered
@@ -97,7 +114,7 @@ def parse_listen(text: str) -> ListenAddress:
 
 
 _TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
-             "server_id", "query_log"}
+             "server_id", "query_log", "rrl"}
 _SOA_KEYS = {"mname", "rname", "ttl", "refresh", "retry", "expire", "minimum", "serial"}
 
 
@@ -237,6 +254,36 @@ def _from_file(path: Path) -> Config:
         }
     if "health" in data:
         out["health"] = _settings(HealthSettings, data["health"], path, data.line_of("health"), HealthSettings())
+    if "rrl" in data:
+        out["rrl"] = _rrl(data["rrl"], path, data.line_of("rrl"))
     if "tcp" in data:
         out["tcp"] = _settings(TcpSettings, data["tcp"], path, data.line_of("tcp"), TcpSettings())
     return Config(**out)
+
+
+def _rrl(data: Any, path: Path, line: int) -> RrlSettings:
+    if data is None or data is False:
+        return RrlSettings()
+    if not isinstance(data, LineDict):
+        raise ConfigError(f"{path}:{line}: rrl: must be a mapping (or false)")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        at = f"{path}:{data.line_of(key)}: rrl {key}"
+        if key in ("responses_per_second", "nxdomains_per_second", "errors_per_second"):
+            values[key] = None if value is None and key != "responses_per_second" else _number(value, at, integer=False)
+        elif key in ("slip", "table_size"):
+            values[key] = _number(value, at, integer=True, minimum=0 if key == "slip" else 1, maximum=10 if key == "slip" else None)
+        elif key == "ipv4_prefix":
+            values[key] = _number(value, at, integer=True, minimum=0, maximum=32)
+        elif key == "ipv6_prefix":
+            values[key] = _number(value, at, integer=True, minimum=0, maximum=128)
+        elif key == "exempt":
+            items = value if isinstance(value, list) else [value]
+            try:
+                values[key] = tuple(str(ipaddress.ip_network(str(i), strict=False)) for i in items)
+            except ValueError as exc:
+                raise ConfigError(f"{at}: {exc}") from None
+        else:
+            known = ", ".join(sorted(RrlSettings.__dataclass_fields__))
+            raise ConfigError(f"{at}: unknown key (known: {known})")
+    return RrlSettings(**values)

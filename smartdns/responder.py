@@ -34,6 +34,7 @@ from .catalog import REFUSE, Catalog, Entry, Resolution
 from .geo import Classifier, Location
 from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
 from .policy import DynamicRRset, IsUp, Picker, PoolValue, decide, scope_prefix, static_status
+from .rrl import CATEGORY_ANSWER, CATEGORY_ERROR, CATEGORY_NXDOMAIN, RateLimiter
 from .wire import (
     REFUSED, ClientSubnet, Malformed, Query, Rendered, error_response, fast_parse, full_parse, render, splice,
 )
@@ -86,7 +87,7 @@ class Decided:
 class Dynamic:
     """A hot entry whose response depends on the client: decisions cached, values picked per query."""
 
-    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools")
+    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools", "rrl_name")
 
     def __init__(self, query: Query, resolution: Resolution, udp: bool, stats_key: tuple, client_free: bool) -> None:
         self.query = query
@@ -94,18 +95,21 @@ class Dynamic:
         self.udp = udp
         self.stats_key = stats_key
         self.client_free = client_free  # a usable ECS decides: every client gets the same decision
+        self.rrl_name = query.qname + query.qtype.to_bytes(2, "big")
         self.last_pools: tuple[tuple[str, str, str], ...] = ()
 
 
 class Responder:
     def __init__(self, state: State, *, ecs: bool = True, is_up: IsUp = static_status,
-                 server_id: str | None = None, stats: Stats | None = None, query_log: float = 0.0) -> None:
+                 server_id: str | None = None, stats: Stats | None = None, query_log: float = 0.0,
+                 rrl: RateLimiter | None = None) -> None:
         self.state = state
         self.ecs = ecs
         self.is_up = is_up
         self.server_id = server_id
         self.stats = stats if stats is not None else Stats()
         self.query_log = query_log  # fraction of queries logged
+        self.rrl = rrl  # UDP only: TCP proves the source address, so it is never limited
         self.counter = 0
 
     @property
@@ -132,8 +136,10 @@ class Responder:
         state = self.state
         entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
         if entry is not None:
-            if entry.__class__ is tuple:  # (response after the ID, stats key)
+            if entry.__class__ is tuple:  # (response after the ID, stats key, RRL category, RRL name)
                 self.stats.queries[entry[1]] += 1
+                if udp and self.rrl is not None:
+                    return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
                 return data[:2] + entry[0]
             return self._dynamic(entry, data, client)  # type: ignore[arg-type]
         return self._miss(data, client, udp)
@@ -149,7 +155,10 @@ class Responder:
                 self.stats.dropped["malformed"] += 1
                 return None
             self.stats.queries[("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp")] += 1
-            return error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
+            response = error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
+            if udp and self.rrl is not None:
+                return self._limit(response, client, CATEGORY_ERROR, b"")
+            return response
         if query is None:
             self.stats.dropped["not a query"] += 1
             return None
@@ -163,14 +172,30 @@ class Responder:
             _bounded_put(hot, data[2:], entry)
             return self._dynamic(entry, data, client)
         response = self.answer(query, client, udp, resolution)
-        stats_key = (zone, qtype_label(query.qtype), RCODES.get(response[3] & 0xF, "OTHER"), "udp" if udp else "tcp")
-        _bounded_put(hot, data[2:], (response[2:], stats_key))
+        rcode = response[3] & 0xF
+        stats_key = (zone, qtype_label(query.qtype), RCODES.get(rcode, "OTHER"), "udp" if udp else "tcp")
+        if rcode == 0:
+            category, name = CATEGORY_ANSWER, query.qname + query.qtype.to_bytes(2, "big")
+        elif rcode == 3 and resolution.zone is not None:
+            category, name = CATEGORY_NXDOMAIN, resolution.zone.origin.to_wire()  # per zone: random names count as one
+        else:
+            category, name = CATEGORY_ERROR, b""
+        _bounded_put(hot, data[2:], (response[2:], stats_key, category, name))
         self.stats.queries[stats_key] += 1
         if query.edns is not None and query.edns.ecs is not None:
             self.stats.ecs += 1
+        if udp and self.rrl is not None:
+            return self._limit(response, client, category, name)
         return response
 
-    def _dynamic(self, entry: Dynamic, data: bytes, client: str) -> bytes:
+    def _limit(self, response: bytes, client: str, category: int, name: bytes) -> bytes | None:
+        assert self.rrl is not None
+        limited = self.rrl.filter(response, client, category, name)
+        if limited is not response:
+            self.stats.dropped["rrl-slip" if limited is not None else "rrl"] += 1
+        return limited
+
+    def _dynamic(self, entry: Dynamic, data: bytes, client: str) -> bytes | None:
         state = self.state
         key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
         decided = state.decisions.get(key)
@@ -190,6 +215,8 @@ class Responder:
         if entry.client_free:
             stats.ecs += 1
         entry.last_pools = decided.answer_keys
+        if entry.udp and self.rrl is not None:
+            return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
         return data[:2] + response
 
     def resolve(self, query: Query) -> Resolution:

@@ -30,6 +30,7 @@ from .metrics import MetricsServer, ServerStatus, combined
 from .policy import DynamicRRset
 from .reload import LoadResult, load_all, watch, watched_files
 from .responder import Responder, State
+from .rrl import RateLimiter
 from .zonefile import CONTINENT_OF, ZoneData
 
 log = logging.getLogger("smartdns")
@@ -140,8 +141,9 @@ class Server:
 
     def __init__(self, config: Config, listeners: list[Listener], health: HealthView,
                  overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, share: float = 1.0) -> None:
         self.config = config
+        self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
         self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
         self.status = ServerStatus()
@@ -176,7 +178,7 @@ class Server:
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=False)
         self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up, server_id=self.config.server_id,
-                                   query_log=self.config.query_log_sample)
+                                   query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config))
         self.health.on_change.append(self.responder.health_changed)
         self.health.follow(dynamic_records(self.zones))
         log.info("loaded %d zones (%d records)", len(result.zones), sum(z.record_count for z in result.zones.values()))
@@ -240,6 +242,13 @@ class Server:
                 del self.tcp_clients[client]
             writer.close()
 
+    def rate_limiter(self, config: Config) -> RateLimiter | None:
+        if not config.rrl.enabled:
+            return None
+        settings = config.rrl
+        rates = {key: getattr(settings, key) for key in ("responses_per_second", "nxdomains_per_second", "errors_per_second")}
+        return RateLimiter(replace(settings, **{k: v * self.share for k, v in rates.items() if v is not None}))
+
     async def reload(self, reason: str) -> None:
         """Re-read config, zones and GeoIP files off the query path; swap in one step."""
         config = reload_config(self.config, self.overrides)
@@ -249,6 +258,8 @@ class Server:
             log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
             return
         old = self.responder.state
+        if config.rrl != self.config.rrl:
+            self.responder.rrl = self.rate_limiter(config)
         self.config = config
         self.zones = dict(result.zones)
         self.responder.ecs = config.ecs

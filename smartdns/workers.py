@@ -255,7 +255,8 @@ def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[L
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
     up = os.fdopen(up_fd, "w", buffering=1)
     view = HealthView()
-    server = Server(config, listeners, view, overrides, lambda: print("ready", file=up, flush=True), metrics=False)
+    server = Server(config, listeners, view, overrides, lambda: print("ready", file=up, flush=True), metrics=False,
+                    share=1 / worker_count(config))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
