@@ -154,7 +154,8 @@ class Server:
         self.zones: dict[str, ZoneData] = {}
         self.stopping = asyncio.Event()
         self.tcp_clients: Counter[str] = Counter()
-        self.tcp_total = 0
+        # open connections, least recently active first: when full, the idlest one makes room
+        self.tcp_open: dict[asyncio.StreamWriter, None] = {}
         self.errors_logged = 0.0
         self.tcp_servers: list[asyncio.base_events.Server] = []
 
@@ -211,10 +212,14 @@ class Server:
         limits = self.config.tcp
         peer = writer.get_extra_info("peername") or ("?", 0)
         client = peer[0]
-        if self.tcp_total >= limits.max_connections or self.tcp_clients[client] >= limits.max_per_client:
-            writer.close()
+        if self.tcp_clients[client] >= limits.max_per_client:
+            writer.close()  # one address may not take every slot
             return
-        self.tcp_total += 1
+        if len(self.tcp_open) >= limits.max_connections:
+            idlest = next(iter(self.tcp_open))
+            self.tcp_open.pop(idlest)
+            idlest.close()  # its handler sees the connection end and cleans up
+        self.tcp_open[writer] = None
         self.tcp_clients[client] += 1
         try:
             for _ in range(limits.max_queries):
@@ -223,6 +228,9 @@ class Server:
                     data = await asyncio.wait_for(reader.readexactly(LENGTH.unpack(head)[0]), limits.read_deadline)
                 except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
+                if writer in self.tcp_open:  # now the most recently active
+                    del self.tcp_open[writer]
+                    self.tcp_open[writer] = None
                 try:
                     response = self.responder.respond(data, client, False)
                 except Exception:
@@ -236,7 +244,7 @@ class Server:
                 except (asyncio.TimeoutError, ConnectionError):
                     break
         finally:
-            self.tcp_total -= 1
+            self.tcp_open.pop(writer, None)
             self.tcp_clients[client] -= 1
             if self.tcp_clients[client] <= 0:
                 del self.tcp_clients[client]

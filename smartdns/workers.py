@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import resource
 import signal
 import threading
 import time
@@ -64,6 +65,7 @@ def preload() -> None:
 def run(config: Config, overrides: dict[str, Any] | None = None, user: str | None = None) -> None:
     """Bind, drop privileges, serve until SIGTERM/SIGINT."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
+    raise_file_limit()
     count = worker_count(config)
     sets = bind_listeners(config.listen, count)
     preload()
@@ -78,6 +80,16 @@ def run(config: Config, overrides: dict[str, Any] | None = None, user: str | Non
         # The stock loop here: this process forks, and a child must be able to start a fresh loop.
         asyncio.run(Supervisor(config, sets, overrides or {}).run())
     log.info("stopped")
+
+
+def raise_file_limit() -> None:
+    """Every TCP connection is a file descriptor: take all the system allows us (the soft limit is often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def announce(listeners: list[Listener], count: int) -> None:
