@@ -59,6 +59,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartdns", description="GeoIP-aware authoritative DNS for mail domains")
+    parser.add_argument("--version", action="version", version=f"smartdns {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="answer DNS queries")

@@ -36,7 +36,7 @@ from .zonefile import CONTINENT_OF, ZoneData
 log = logging.getLogger("smartdns")
 
 LENGTH = struct.Struct("!H")
-UDP_BUFFER = 65535
+UDP_BUFFER = 4096  # a query is never larger; a bigger datagram is cut and answered FORMERR
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the interpreter is busy
 
 
