@@ -133,3 +133,17 @@ def test_grafana_dashboard_uses_only_metrics_we_export():
     names = exported | {n + "_total" for n in exported} | {n + s for n in exported for s in ("_bucket", "_sum", "_count")}
     used = {m for panel in dashboard["panels"] for t in panel["targets"] for m in re.findall(r"smartdns_[a-z_]+", t["expr"])}
     assert used and used <= names, used - names
+
+
+def test_example_config_loads_and_uses_the_defaults():
+    """smartdns.yaml documents every key; the values it shows are the defaults."""
+    from smartdns.config import Config
+
+    config = load_config(REPO / "smartdns.yaml")
+    defaults = Config()
+    for key in ("listen", "ecs", "soa", "health", "tcp", "workers", "metrics", "rrl", "server_id", "user"):
+        assert getattr(config, key) == getattr(defaults, key), key
+    text = (REPO / "smartdns.yaml").read_text()
+    for key in ("listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
+                "server_id", "query_log", "rrl"):
+        assert re.search(rf"^#? ?{key}:", text, re.M), key
