@@ -54,6 +54,12 @@ class Resolution:
     glue: frozenset[dns.name.Name] = field(default=frozenset())  # additional owners a referral cannot do without
 
     @property
+    def negative(self) -> bool:
+        """NXDOMAIN or NODATA with the zone's SOA alone: the same for every name of the zone."""
+        return not self.answer and not self.additional and len(self.authority) == 1 \
+            and self.authority[0].rdtype == dns.rdatatype.SOA and self.zone is not None
+
+    @property
     def dynamic(self) -> bool:
         return any(isinstance(e.source, DynamicRRset) for e in self.answer + self.additional)
 
@@ -65,10 +71,54 @@ def _key(name: dns.name.Name) -> bytes:
     return name.canonicalize().to_wire()
 
 
+def _suffixes(wire: bytes) -> list[int]:
+    """Offsets of every label of a (valid, uncompressed) wire name, the root's last."""
+    offsets = []
+    at = 0
+    while True:
+        offsets.append(at)
+        length = wire[at]
+        if length == 0:
+            return offsets
+        at += length + 1
+
+
 class Catalog:
     def __init__(self, zones: Mapping[str, ZoneData]) -> None:
         self.zones = dict(zones)  # file path -> zone (for reporting)
         self._by_origin: dict[bytes, ZoneData] = {_key(z.origin): z for z in zones.values()}
+        # NXDOMAIN and NODATA with nothing before them are the same for every name of a zone
+        self._negatives: dict[bytes, tuple[Resolution, Resolution]] = {
+            key: (self._negative(zone, NXDOMAIN, []), self._negative(zone, NOERROR, []))
+            for key, zone in self._by_origin.items()
+        }
+
+    def resolve_wire(self, qname: bytes, qtype: int) -> Resolution:
+        """`resolve` for a lower-case wire name, without building dnspython names for the cases
+        a flood of random names hits: NXDOMAIN and empty non-terminals."""
+        offsets = _suffixes(qname)
+        for index, at in enumerate(offsets):
+            zone = self._by_origin.get(qname[at:])
+            if zone is not None:
+                break
+        else:
+            return REFUSE
+        if index == 0 or qtype in (dns.rdatatype.ANY, dns.rdatatype.DS):
+            return self.resolve(dns.name.from_wire(qname, 0)[0], qtype)  # the apex, or a special type
+        nodes = zone.nodes
+        for at in reversed(offsets[:index]):  # from just below the apex down to the name itself
+            node = nodes.get(qname[at:])
+            if node is not None and (dns.rdatatype.NS in node or dns.rdatatype.DNAME in node or at == 0):
+                return self.resolve(dns.name.from_wire(qname, 0)[0], qtype)  # a cut, a DNAME, or data
+        nxdomain, nodata = self._negatives[qname[offsets[index]:]]
+        if qname in zone.names:
+            return nodata  # an empty non-terminal: NODATA, and it blocks wildcards
+        for at in offsets[1:index + 1]:  # the closest encloser, then its wildcard
+            if qname[at:] in zone.names:
+                if b"\x01*" + qname[at:] in nodes:
+                    return self.resolve(dns.name.from_wire(qname, 0)[0], qtype)
+                break
+        return nxdomain
 
     def __len__(self) -> int:
         return len(self._by_origin)

@@ -32,15 +32,21 @@ RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
           16: "BADVERS"}
 
 
+_QTYPE_LABELS: dict[int, str] = {}
+
+
 def qtype_label(qtype: int) -> str:
     """Attacker-chosen types must not mint label values: the rest is OTHER."""
-    from dns.rdatatype import to_text  # cheap, and only on a cache miss of the caller
+    label = _QTYPE_LABELS.get(qtype)
+    if label is None:
+        from dns.rdatatype import to_text  # only on the first sight of a type
 
-    try:
-        text = to_text(qtype)
-    except Exception:
-        return "OTHER"
-    return text if text in KNOWN_QTYPES else "OTHER"
+        try:
+            text = to_text(qtype)
+        except Exception:
+            text = "OTHER"
+        label = _QTYPE_LABELS[qtype] = text if text in KNOWN_QTYPES else "OTHER"  # at most 65536 entries
+    return label
 
 
 @dataclass

@@ -59,6 +59,7 @@ class State:
     hot_udp: dict[bytes, object] = field(default_factory=dict)  # query bytes after the ID -> Static | Dynamic
     hot_tcp: dict[bytes, object] = field(default_factory=dict)
     decisions: dict[tuple, "Decided"] = field(default_factory=dict)  # (client, dynamic entry) -> Decided
+    templates: dict[tuple, "NegativeTemplate | bool"] = field(default_factory=dict)  # False: cannot be templated
 
 
 class Decided:
@@ -163,7 +164,7 @@ class Responder:
             self.stats.dropped["not a query"] += 1
             return None
         resolution = self.resolve(query)
-        zone = resolution.zone.origin.to_text() if resolution.zone is not None else ""
+        zone = resolution.zone.text if resolution.zone is not None else ""
         hot = self.state.hot_udp if udp else self.state.hot_tcp
         if resolution.dynamic:
             ecs = self._ecs(query)
@@ -177,7 +178,7 @@ class Responder:
         if rcode == 0:
             category, name = CATEGORY_ANSWER, query.qname + query.qtype.to_bytes(2, "big")
         elif rcode == 3 and resolution.zone is not None:
-            category, name = CATEGORY_NXDOMAIN, resolution.zone.origin.to_wire()  # per zone: random names count as one
+            category, name = CATEGORY_NXDOMAIN, resolution.zone.wire  # per zone: random names count as one
         else:
             category, name = CATEGORY_ERROR, b""
         _bounded_put(hot, data[2:], (response[2:], stats_key, category, name))
@@ -228,7 +229,7 @@ class Responder:
         key = (query.qname, query.qtype)
         resolution = state.resolutions.get(key)
         if resolution is None:
-            resolution = state.catalog.resolve(query.name, query.qtype)
+            resolution = state.catalog.resolve_wire(query.qname, query.qtype)
             _bounded_put(state.resolutions, key, resolution)
         return resolution
 
@@ -263,7 +264,7 @@ class Responder:
         classifier = self.state.classifier
         text = str(address)
         locate: Callable[[], Location] = lambda: classifier.locate(text)  # noqa: E731
-        zone = resolution.zone.origin.to_text() if resolution.zone is not None else ""
+        zone = resolution.zone.text if resolution.zone is not None else ""
         pickers, keys = [], []
         scope = 0
         for entry in resolution.answer + resolution.additional:
@@ -281,17 +282,33 @@ class Responder:
         """Render (or take the rendered form from cache) and splice in this query's particulars."""
         state = self.state
         edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
-        key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choice))
-        rendered = state.rendered.get(key)
+        rendered = None
+        if resolution.negative:
+            rendered = self._negative(query, resolution, edns_shape)
         if rendered is None:
-            rendered = self._render(query, resolution, choice, 65535)
-            _bounded_put(state.rendered, key, rendered)
+            key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choice))
+            rendered = state.rendered.get(key)
+            if rendered is None:
+                rendered = self._render(query, resolution, choice, 65535)
+                _bounded_put(state.rendered, key, rendered)
         ecs = self._ecs(query)
         option = ecs.reply(scope) if ecs is not None else b""
         limit = query.udp_limit if udp else 65535
         if len(rendered.wire) + len(option) > limit:
             rendered = self._render(query, resolution, choice, limit - len(option))
         return splice(rendered, query, option)
+
+    def _negative(self, query: Query, resolution: Resolution, edns_shape: object) -> Rendered | None:
+        """NXDOMAIN/NODATA from a per-zone template: a random-name flood must not cost a render per name."""
+        zone = resolution.zone
+        assert zone is not None
+        key = (zone.wire, resolution.rcode, edns_shape)
+        template = self.state.templates.get(key)
+        if template is None:
+            template = NegativeTemplate.build(lambda name: self._render(_with_name(query, name), resolution, (), 65535),
+                                              zone.origin, zone.soa[0])
+            self.state.templates[key] = template
+        return template.render(query) if template else None
 
     def _render(self, query: Query, resolution: Resolution, choices: tuple, limit: int) -> Rendered:
         chosen = iter(choices)
@@ -346,6 +363,59 @@ class Responder:
             "rcode": RCODES.get(response[3] & 0xF, "OTHER") if response else None,
             "pools": [f"{record}:{pool}" for _, record, pool in entry.last_pools] if isinstance(entry, Dynamic) else [],
         }))
+
+
+class NegativeTemplate:
+    """A negative response for any name of a zone, from two renderings by dnspython.
+
+    Rendered for the apex and for one label under it, the two differ only in the
+    compression pointers that point at the zone's name inside the question; for
+    another name those bytes point where the zone's name starts in its question.
+    A name ending in the SOA's own names would compress differently: not templated.
+    """
+
+    __slots__ = ("head", "pieces", "pointers", "origin_length", "avoid", "opt_from_end")
+
+    def __init__(self, head: bytes, pieces: list[bytes], pointers: int, origin_length: int,
+                 avoid: tuple[bytes, ...], opt_from_end: int) -> None:
+        self.head, self.pieces, self.pointers = head, pieces, pointers
+        self.origin_length, self.avoid, self.opt_from_end = origin_length, avoid, opt_from_end
+
+    @classmethod
+    def build(cls, render_for: Callable[[dns.name.Name], Rendered], origin: dns.name.Name, soa: object) -> "NegativeTemplate | bool":
+        apex = render_for(origin)
+        below = render_for(dns.name.Name((b"a",) + origin.labels))
+        origin_wire = origin.canonicalize().to_wire()
+        qend_apex = 12 + len(origin_wire) + 4
+        tail_apex, tail_below = apex.wire[qend_apex:], below.wire[qend_apex + 2:]
+        if len(tail_apex) != len(tail_below) or apex.truncated:
+            return False
+        cuts = [i for i in range(len(tail_apex)) if tail_apex[i] != tail_below[i]]
+        if any(tail_apex[i] != 12 or tail_below[i] != 14 or tail_apex[i - 1] != 0xC0 for i in cuts):
+            return False  # not just pointers at the zone's name: render every name instead
+        pieces, last = [], 0
+        for i in cuts:
+            pieces.append(tail_apex[last:i - 1])
+            last = i + 1
+        pieces.append(tail_apex[last:])
+        avoid = tuple(n.canonicalize().to_wire() for n in (soa.mname, soa.rname))  # type: ignore[attr-defined]
+        opt_from_end = len(apex.wire) - apex.opt_rdlen_at if apex.opt_rdlen_at >= 0 else -1
+        return cls(apex.wire[:12], pieces, len(cuts), len(origin_wire), avoid, opt_from_end)
+
+    def render(self, query: Query) -> Rendered | None:
+        qname = query.qname
+        if qname.endswith(self.avoid[0]) or qname.endswith(self.avoid[1]):
+            return None
+        pointer = (0xC000 | (12 + len(qname) - self.origin_length)).to_bytes(2, "big")
+        wire = self.head + query.question + pointer.join(self.pieces)
+        return Rendered(wire, len(wire) - self.opt_from_end if self.opt_from_end >= 0 else -1, False)
+
+
+def _with_name(query: Query, name: dns.name.Name) -> Query:
+    """The same query for another name (to render a template)."""
+    wire = name.canonicalize().to_wire()
+    return Query(query.id, query.flags, wire, query.qtype, query.qclass,
+                 wire + query.question[-4:], query.edns)
 
 
 def _rdataset(record: DynamicRRset, values: tuple[PoolValue, ...]) -> dns.rdataset.Rdataset:

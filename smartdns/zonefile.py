@@ -110,6 +110,8 @@ class ZoneData:
     warnings: tuple[Problem, ...] = ()
     record_count: int = 0
     names: frozenset[bytes] = field(default=frozenset())  # every name and every ancestor up to the apex
+    text: str = ""  # the origin as text, e.g. "example.com."
+    wire: bytes = b""  # the origin in lower-case wire form
 
     @property
     def negative_ttl(self) -> int:
@@ -306,6 +308,8 @@ class _Loader:
             warnings=tuple(self.warnings),
             record_count=len(records),
             names=frozenset(names),
+            text=self.origin.to_text(),
+            wire=self.origin.canonicalize().to_wire(),
         )
 
     def rdata(self, rdtype: int, text: str, entry: LineDict, record: Any) -> dns.rdata.Rdata | None:
