@@ -46,6 +46,8 @@ RATIOS = [
     ("smartdns CPU/query / floor CPU/query", "smartdns", "floor", "cpu_us", 1.5, "max"),
     ("smartdns qps per core / pdns qps per core", "smartdns", "pdns", "qps_core", 2.0, "min"),
     ("smartdns ECS CPU/query / floor CPU/query", "smartdns-ecs", "floor", "cpu_us", 2.0, "max"),
+    # issue 5: counting for the metrics must cost under 10%
+    ("smartdns CPU/query / smartdns-nometrics CPU/query", "smartdns", "smartdns-nometrics", "cpu_us", 1.1, "max"),
 ]
 
 

@@ -51,6 +51,7 @@ SMARTDNS_ADDR=127.0.0.10
 PDNS_ADDR=127.0.0.11
 FLOOR_ADDR=127.0.0.12
 SMARTDNS_W2_ADDR=127.0.0.13
+SMARTDNS_NOMETRICS_ADDR=127.0.0.14
 SRC_DOMESTIC=127.0.1.1
 SRC_OVERSEAS=127.0.2.1
 ECS_DOMESTIC_PREFIX=1.0.1.0/24
@@ -101,7 +102,7 @@ SMARTDNS=("$PY" -m smartdns)
 HAS_WORKERS=0
 [[ $("${SMARTDNS[@]}" serve --help) == *--workers* ]] && HAS_WORKERS=1
 if [[ -z ${SERVERS:-} ]]; then
-    SERVERS="smartdns pdns floor smartdns-ecs"
+    SERVERS="smartdns pdns floor smartdns-ecs smartdns-nometrics"
     ((HAS_WORKERS)) && SERVERS+=" smartdns-w2"
 fi
 if [[ " $SERVERS " == *" smartdns-w2 "* ]] && ((!HAS_WORKERS)); then
@@ -109,7 +110,7 @@ if [[ " $SERVERS " == *" smartdns-w2 "* ]] && ((!HAS_WORKERS)); then
 fi
 
 # Nothing of ours may still be listening (a previous run killed with -9, say).
-for addr in $SMARTDNS_ADDR $PDNS_ADDR $FLOOR_ADDR $SMARTDNS_W2_ADDR; do
+for addr in $SMARTDNS_ADDR $PDNS_ADDR $FLOOR_ADDR $SMARTDNS_W2_ADDR $SMARTDNS_NOMETRICS_ADDR; do
     if ss -lunH "src $addr:$PORT" 2>/dev/null | grep -q .; then
         die "something already listens on $addr:$PORT: $(ss -lunpH "src $addr:$PORT")"
     fi
@@ -230,6 +231,17 @@ if wants floor; then
     FLOOR_PID=$LAST_PID
     wait_up floor "$FLOOR_ADDR" "$FLOOR_PID"
 fi
+if wants smartdns-nometrics; then
+    # The same server with `metrics: false`: no counting on the hot path (issue 5's <10% check).
+    printf 'metrics: false\n' >"$WORK/nometrics.yaml"
+    workers=()
+    ((HAS_WORKERS)) && workers=(--workers 1)
+    start smartdns-nometrics "$SERVER_CPUS" "${SMARTDNS[@]}" serve --config "$WORK/nometrics.yaml" \
+        --listen "$SMARTDNS_NOMETRICS_ADDR:$PORT" --zones "$WORK/zones" --geodb "$WORK/geo.mmdb" "${workers[@]}"
+    NOMETRICS_PID=$LAST_PID
+    wait_up smartdns-nometrics "$SMARTDNS_NOMETRICS_ADDR" "$NOMETRICS_PID"
+    check_geo smartdns-nometrics "$SMARTDNS_NOMETRICS_ADDR"
+fi
 if wants smartdns-w2; then
     # Two workers on all CPUs; dnsperf shares CLIENT_CPUS with one of them on a 2-core machine.
     start smartdns-w2 "0-$(($(nproc) - 1))" "${SMARTDNS[@]}" serve --listen "$SMARTDNS_W2_ADDR:$PORT" \
@@ -251,6 +263,8 @@ for name in $SERVERS; do
         --note "pdns-ecs=the pdns process above, ECS on every query") ;;
     floor) MEASURE+=(--server "floor=$FLOOR_ADDR:$PORT:$FLOOR_PID"
         --note "floor=bench/floor.py: blocking recvfrom/sendto loop, fixed reply") ;;
+    smartdns-nometrics) MEASURE+=(--server "smartdns-nometrics=$SMARTDNS_NOMETRICS_ADDR:$PORT:$NOMETRICS_PID"
+        --note "smartdns-nometrics=as smartdns, with metrics: false (no counting)") ;;
     smartdns-w2) MEASURE+=(--server "smartdns-w2=$SMARTDNS_W2_ADDR:$PORT:$W2_PID"
         --note "smartdns-w2=--workers 2 on CPUs 0-$(($(nproc) - 1)), sharing CPU $CLIENT_CPUS with dnsperf") ;;
     *) die "unknown server '$name' in SERVERS" ;;

@@ -103,14 +103,15 @@ class Dynamic:
 class Responder:
     def __init__(self, state: State, *, ecs: bool = True, is_up: IsUp = static_status,
                  server_id: str | None = None, stats: Stats | None = None, query_log: float = 0.0,
-                 rrl: RateLimiter | None = None) -> None:
+                 rrl: RateLimiter | None = None, counting: bool = True) -> None:
         self.state = state
         self.ecs = ecs
         self.is_up = is_up
         self.server_id = server_id
-        self.stats = stats if stats is not None else Stats()
+        self.stats = stats if stats is not None else Stats()  # Stats(counting=False) when metrics are off
         self.query_log = query_log  # fraction of queries logged
         self.rrl = rrl  # UDP only: TCP proves the source address, so it is never limited
+        self.counting = counting  # off with `metrics: false`: the hot path then skips its counters
         self.counter = 0
 
     @property
@@ -124,7 +125,7 @@ class Responder:
     def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
         self.counter += 1
-        if self.counter % LATENCY_SAMPLE and not self.query_log:
+        if (self.counter % LATENCY_SAMPLE or not self.counting) and not self.query_log:
             return self._respond(data, client, udp)
         started = time.perf_counter()
         response = self._respond(data, client, udp)
@@ -138,7 +139,8 @@ class Responder:
         entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
         if entry is not None:
             if entry.__class__ is tuple:  # (response after the ID, stats key, RRL category, RRL name)
-                self.stats.queries[entry[1]] += 1
+                if self.counting:
+                    self.stats.queries[entry[1]] += 1
                 if udp and self.rrl is not None:
                     return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
                 return data[:2] + entry[0]
@@ -209,13 +211,14 @@ class Responder:
             choice = decided.chosen(draw)
             response = self._materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
             decided.responses[draw] = response
-        stats = self.stats
-        stats.queries[entry.stats_key] += 1
-        for answer_key in decided.answer_keys:
-            stats.answers[answer_key] += 1
-        if entry.client_free:
-            stats.ecs += 1
-        entry.last_pools = decided.answer_keys
+        if self.counting:
+            stats = self.stats
+            stats.queries[entry.stats_key] += 1
+            for answer_key in decided.answer_keys:
+                stats.answers[answer_key] += 1
+            if entry.client_free:
+                stats.ecs += 1
+            entry.last_pools = decided.answer_keys
         if entry.udp and self.rrl is not None:
             return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
         return data[:2] + response

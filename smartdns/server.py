@@ -179,7 +179,8 @@ class Server:
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=False)
         self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up, server_id=self.config.server_id,
-                                   query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config))
+                                   query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config),
+                                   counting=self.config.metrics is not None)
         self.health.on_change.append(self.responder.health_changed)
         self.health.follow(dynamic_records(self.zones))
         log.info("loaded %d zones (%d records)", len(result.zones), sum(z.record_count for z in result.zones.values()))
@@ -273,6 +274,7 @@ class Server:
         self.responder.ecs = config.ecs
         self.responder.server_id = config.server_id
         self.responder.query_log = config.query_log_sample
+        self.responder.counting = config.metrics is not None
         self.responder.state = state  # the one swap: queries see old or new data, never a mix
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=True)
