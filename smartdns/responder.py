@@ -43,6 +43,9 @@ from .zonefile import StaticRRset
 log = logging.getLogger("smartdns.query")
 
 CACHE_LIMIT = 50_000  # entries per cache; cleared when full
+# Whole responses by query bytes: a random-ECS flood makes every query a new entry of about
+# 2 KB with its decision, so this bound is what caps memory (about 60 MB at most).
+HOT_LIMIT = 30_000
 REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA, dns.rdatatype.MAILB})
 CHAOS_NAMES = frozenset({b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"})  # RFC 4892
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -172,7 +175,7 @@ class Responder:
             ecs = self._ecs(query)
             stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
             entry = Dynamic(query, resolution, udp, stats_key, ecs is not None and ecs.usable())
-            _bounded_put(hot, data[2:], entry)
+            self._hot_put(hot, data[2:], entry)
             return self._dynamic(entry, data, client)
         response = self.answer(query, client, udp, resolution)
         rcode = response[3] & 0xF
@@ -183,13 +186,19 @@ class Responder:
             category, name = CATEGORY_NXDOMAIN, resolution.zone.wire  # per zone: random names count as one
         else:
             category, name = CATEGORY_ERROR, b""
-        _bounded_put(hot, data[2:], (response[2:], stats_key, category, name))
+        self._hot_put(hot, data[2:], (response[2:], stats_key, category, name))
         self.stats.queries[stats_key] += 1
         if query.edns is not None and query.edns.ecs is not None:
             self.stats.ecs += 1
         if udp and self.rrl is not None:
             return self._limit(response, client, category, name)
         return response
+
+    def _hot_put(self, hot: dict[bytes, object], key: bytes, entry: object) -> None:
+        if len(hot) >= HOT_LIMIT:
+            hot.clear()
+            self.state.decisions = {}  # they hold entries alive: let both generations go together
+        hot[key] = entry
 
     def _limit(self, response: bytes, client: str, category: int, name: bytes) -> bytes | None:
         assert self.rrl is not None

@@ -36,6 +36,7 @@ ECHOED_FLAGS = RD | CD  # copied from query to response (RFC 1035 4.1.1, RFC 684
 EDNS_DO = 0x8000
 OPTION_NSID, OPTION_ECS = 3, 8
 TYPE_OPT = 41
+TYPE_SOA = 6
 
 OUR_PAYLOAD = 1232  # the DNS flag day 2020 size: no IP fragmentation on common paths
 MIN_PAYLOAD = 512
@@ -230,7 +231,8 @@ def full_parse(data: bytes) -> Query | None:
     except Exception as exc:  # dnspython raises many types for malformed input
         if opcode != dns.opcode.QUERY:
             # NOTIMP needs no parse (dnspython rejects e.g. an UPDATE whose zone section is not SOA)
-            raise Malformed(f"opcode {opcode} not implemented", NOTIMP, qid, flags, question) from None
+            raise Malformed(f"opcode {opcode} not implemented", NOTIMP, qid, flags,
+                            _echoable(question, opcode)) from None
         raise Malformed(f"malformed message: {type(exc).__name__}", FORMERR, qid, flags, question) from None
     edns = _edns(message, qid, flags, question)
     # From here on the OPT could be read, so every error reply carries ours (RFC 6891 7).
@@ -242,6 +244,19 @@ def full_parse(data: bytes) -> Query | None:
     rrset = message.question[0]
     qname = rrset.name.canonicalize().to_wire()
     return Query(qid, flags, qname, int(rrset.rdtype), int(rrset.rdclass), question, edns)
+
+
+def _echoable(question: bytes, opcode: int) -> bytes:
+    """The question to echo in a NOTIMP for a packet dnspython could not read.
+
+    An UPDATE's first section is its zone, which must be a SOA of a real class (RFC 2136 2.3);
+    echoing any other there makes our reply as unreadable to the client as its query was to us.
+    """
+    if opcode == dns.opcode.UPDATE and question:
+        qtype, qclass = QTYPE_QCLASS.unpack_from(question, len(question) - 4)
+        if qtype != TYPE_SOA or dns.rdataclass.is_metaclass(qclass):
+            return b""
+    return question
 
 
 def _edns(message: dns.message.Message, qid: int, flags: int, question: bytes) -> Edns | None:

@@ -195,9 +195,9 @@ class Supervisor:
         for worker in self.workers:  # each says "ready" once it answers from loaded data
             assert worker is not None
             await asyncio.to_thread(worker.ready.wait, 60)
+        on_signals(self.stopping, self.forward_sighup)  # before the announcement: a SIGHUP right after it counts
         announce(self.sets[0], len(self.sets))
         self.health.follow(dynamic_records(dict(result.zones)))
-        on_signals(self.stopping, self.forward_sighup)
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
                                               self.stopping))
         while not self.stopping.is_set():

@@ -7,6 +7,7 @@ silently keeps the last one, which would hide an admin's mistake).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,21 @@ def load_text(text: str | bytes, path: str) -> Any:
         raise YamlError(path, 1, "nested too deeply") from None
 
 
-def load_file(path: str | Path) -> Any:
-    """Read and parse a YAML file; bytes that are not UTF-8 are an error with a line."""
-    raw = Path(path).read_bytes()
+def load_file(path: str | Path, max_bytes: int | None = None) -> Any:
+    """Read and parse a YAML file; bytes that are not UTF-8 are an error with a line.
+
+    A file over `max_bytes` is refused before it is read: a runaway generator or a
+    wrong file must not take the whole memory of a server that is answering queries.
+    """
+    with open(path, "rb") as file:
+        if max_bytes is None:
+            raw = file.read()
+        else:
+            size = os.fstat(file.fileno()).st_size
+            raw = b"" if size > max_bytes else file.read(max_bytes + 1)  # +1: a file growing meanwhile
+            if size > max_bytes or len(raw) > max_bytes:
+                raise YamlError(str(path), 1, f"file is {max(size, len(raw))} bytes, over the limit of "
+                                              f"{max_bytes} bytes: not loaded")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
