@@ -91,7 +91,7 @@ class Decided:
 class Dynamic:
     """A hot entry whose response depends on the client: decisions cached, values picked per query."""
 
-    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools", "rrl_name")
+    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools", "rrl_name", "has_ecs")
 
     def __init__(self, query: Query, resolution: Resolution, udp: bool, stats_key: tuple, client_free: bool) -> None:
         self.query = query
@@ -100,6 +100,7 @@ class Dynamic:
         self.stats_key = stats_key
         self.client_free = client_free  # a usable ECS decides: every client gets the same decision
         self.rrl_name = query.qname + query.qtype.to_bytes(2, "big")
+        self.has_ecs = query.edns is not None and query.edns.ecs is not None
         self.last_pools: tuple[tuple[str, str, str], ...] = ()
 
 
@@ -111,7 +112,7 @@ class Responder:
         self.ecs = ecs
         self.is_up = is_up
         self.server_id = server_id
-        self.stats = stats if stats is not None else Stats()  # Stats(counting=False) when metrics are off
+        self.stats = stats if stats is not None else Stats()
         self.query_log = query_log  # fraction of queries logged
         self.rrl = rrl  # UDP only: TCP proves the source address, so it is never limited
         self.counting = counting  # off with `metrics: false`: the hot path then skips its counters
@@ -141,9 +142,11 @@ class Responder:
         state = self.state
         entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
         if entry is not None:
-            if entry.__class__ is tuple:  # (response after the ID, stats key, RRL category, RRL name)
+            if entry.__class__ is tuple:  # (response after the ID, stats key, RRL category, RRL name, ECS)
                 if self.counting:
                     self.stats.queries[entry[1]] += 1
+                    if entry[4]:
+                        self.stats.ecs += 1
                 if udp and self.rrl is not None:
                     return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
                 return data[:2] + entry[0]
@@ -186,9 +189,10 @@ class Responder:
             category, name = CATEGORY_NXDOMAIN, resolution.zone.wire  # per zone: random names count as one
         else:
             category, name = CATEGORY_ERROR, b""
-        self._hot_put(hot, data[2:], (response[2:], stats_key, category, name))
+        has_ecs = query.edns is not None and query.edns.ecs is not None
+        self._hot_put(hot, data[2:], (response[2:], stats_key, category, name, has_ecs))
         self.stats.queries[stats_key] += 1
-        if query.edns is not None and query.edns.ecs is not None:
+        if has_ecs:
             self.stats.ecs += 1
         if udp and self.rrl is not None:
             return self._limit(response, client, category, name)
@@ -225,9 +229,9 @@ class Responder:
             stats.queries[entry.stats_key] += 1
             for answer_key in decided.answer_keys:
                 stats.answers[answer_key] += 1
-            if entry.client_free:
+            if entry.has_ecs:
                 stats.ecs += 1
-            entry.last_pools = decided.answer_keys
+        entry.last_pools = decided.answer_keys
         if entry.udp and self.rrl is not None:
             return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
         return data[:2] + response
