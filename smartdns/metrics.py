@@ -49,17 +49,36 @@ def qtype_label(qtype: int) -> str:
     return label
 
 
+Cell = list  # [count]: what the hot path bumps, without hashing its labels on every query
+
+
 @dataclass
 class Stats:
-    """One process's counters; only ever incremented, snapshots are plain data."""
+    """One process's counters; only ever incremented, snapshots are plain data.
 
-    queries: Counter = field(default_factory=Counter)  # (zone, qtype, rcode, transport)
-    answers: Counter = field(default_factory=Counter)  # (zone, record, pool)
+    `queries` and `answers` map label tuples to cells that cached responses keep a
+    reference to, so counting a query is `cell[0] += 1`.
+    """
+
+    queries: dict[tuple, Cell] = field(default_factory=dict)  # (zone, qtype, rcode, transport)
+    answers: dict[tuple, Cell] = field(default_factory=dict)  # (zone, record, pool)
     dropped: Counter = field(default_factory=Counter)  # reason
-    ecs: int = 0
+    ecs: Cell = field(default_factory=lambda: [0])
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     latency_sum: float = 0.0
     latency_count: int = 0
+
+    def query_cell(self, key: tuple) -> Cell:
+        cell = self.queries.get(key)
+        if cell is None:
+            cell = self.queries[key] = [0]
+        return cell
+
+    def answer_cell(self, key: tuple) -> Cell:
+        cell = self.answers.get(key)
+        if cell is None:
+            cell = self.answers[key] = [0]
+        return cell
 
     def observe(self, seconds: float) -> None:
         index = 0
@@ -75,21 +94,21 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         # list(...items()) copies in one step under the GIL: the UDP threads keep counting meanwhile
         return {
-            "queries": [[*k, v] for k, v in list(self.queries.items())],
-            "answers": [[*k, v] for k, v in list(self.answers.items())],
+            "queries": [[*k, c[0]] for k, c in list(self.queries.items())],
+            "answers": [[*k, c[0]] for k, c in list(self.answers.items())],
             "dropped": [[k, v] for k, v in list(self.dropped.items())],
-            "ecs": self.ecs,
+            "ecs": self.ecs[0],
             "latency": [list(self.latency_buckets), self.latency_sum, self.latency_count],
         }
 
     def add(self, snapshot: dict[str, Any]) -> None:
         for *key, value in snapshot["queries"]:
-            self.queries[tuple(key)] += value
+            self.query_cell(tuple(key))[0] += value
         for *key, value in snapshot["answers"]:
-            self.answers[tuple(key)] += value
+            self.answer_cell(tuple(key))[0] += value
         for key, value in snapshot["dropped"]:
             self.dropped[key] += value
-        self.ecs += snapshot["ecs"]
+        self.ecs[0] += snapshot["ecs"]
         buckets, total, count = snapshot["latency"]
         self.latency_buckets = [a + b for a, b in zip(self.latency_buckets, buckets)]
         self.latency_sum += total
@@ -140,15 +159,15 @@ class _Collector:
     def collect(self) -> Iterable[Any]:
         stats, status = self.stats(), self.status()
         queries = CounterMetricFamily("smartdns_queries", "Queries answered", labels=["zone", "qtype", "rcode", "transport"])
-        for (zone, qtype, rcode, transport), value in sorted(stats.queries.items()):
-            queries.add_metric([zone, qtype, rcode, transport], value)
+        for (zone, qtype, rcode, transport), cell in sorted(stats.queries.items()):
+            queries.add_metric([zone, qtype, rcode, transport], cell[0])
         yield queries
         answers = CounterMetricFamily("smartdns_answers", "Dynamic answers by pool (default: plain values, fail-open: nothing was up)",
                                       labels=["zone", "record", "pool"])
-        for (zone, record, pool), value in sorted(stats.answers.items()):
-            answers.add_metric([zone, record, pool], value)
+        for (zone, record, pool), cell in sorted(stats.answers.items()):
+            answers.add_metric([zone, record, pool], cell[0])
         yield answers
-        yield CounterMetricFamily("smartdns_ecs_queries", "Queries that carried an EDNS Client Subnet option", value=stats.ecs)
+        yield CounterMetricFamily("smartdns_ecs_queries", "Queries that carried an EDNS Client Subnet option", value=stats.ecs[0])
         dropped = CounterMetricFamily("smartdns_dropped_packets", "Packets not answered", labels=["reason"])
         for reason, value in sorted(stats.dropped.items()):
             dropped.add_metric([reason], value)

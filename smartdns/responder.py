@@ -69,12 +69,15 @@ class Decided:
     """One client's decision for one query shape: a picker per dynamic RRset, the ECS scope,
     the pools (for the answers metric), and the responses made from it so far."""
 
-    __slots__ = ("pickers", "scope", "answer_keys", "responses")
+    __slots__ = ("pickers", "single", "scope", "answer_keys", "answer_cells", "responses")
 
-    def __init__(self, pickers: tuple[Picker, ...], scope: int, answer_keys: tuple[tuple[str, str, str], ...]) -> None:
+    def __init__(self, pickers: tuple[Picker, ...], scope: int, answer_keys: tuple[tuple[str, str, str], ...],
+                 answer_cells: tuple[list[int], ...]) -> None:
         self.pickers = pickers
+        self.single = pickers[0] if len(pickers) == 1 else None  # the common case, drawn without a loop
         self.scope = scope
         self.answer_keys = answer_keys
+        self.answer_cells = answer_cells
         self.responses: dict[object, bytes] = {}  # draw -> response after the ID; few: one per combination
 
     def draw(self) -> object:
@@ -91,17 +94,16 @@ class Decided:
 class Dynamic:
     """A hot entry whose response depends on the client: decisions cached, values picked per query."""
 
-    __slots__ = ("query", "resolution", "udp", "stats_key", "client_free", "last_pools", "rrl_name", "has_ecs")
+    __slots__ = ("query", "resolution", "udp", "cell", "client_free", "rrl_name", "has_ecs")
 
-    def __init__(self, query: Query, resolution: Resolution, udp: bool, stats_key: tuple, client_free: bool) -> None:
+    def __init__(self, query: Query, resolution: Resolution, udp: bool, cell: list[int], client_free: bool) -> None:
         self.query = query
         self.resolution = resolution
         self.udp = udp
-        self.stats_key = stats_key
+        self.cell = cell  # the queries counter for this shape
         self.client_free = client_free  # a usable ECS decides: every client gets the same decision
         self.rrl_name = query.qname + query.qtype.to_bytes(2, "big")
         self.has_ecs = query.edns is not None and query.edns.ecs is not None
-        self.last_pools: tuple[tuple[str, str, str], ...] = ()
 
 
 class Responder:
@@ -129,11 +131,14 @@ class Responder:
     def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
         self.counter += 1
-        if (self.counter % LATENCY_SAMPLE or not self.counting) and not self.query_log:
-            return self._respond(data, client, udp)
-        started = time.perf_counter()
-        response = self._respond(data, client, udp)
-        self.stats.observe(time.perf_counter() - started)
+        if self.counter % LATENCY_SAMPLE or not self.counting:
+            if not self.query_log:
+                return self._respond(data, client, udp)
+            response = self._respond(data, client, udp)
+        else:
+            started = time.perf_counter()
+            response = self._respond(data, client, udp)
+            self.stats.observe(time.perf_counter() - started)
         if self.query_log and random.random() < self.query_log:
             self._log(data, client, response, udp)
         return response
@@ -141,17 +146,33 @@ class Responder:
     def _respond(self, data: bytes, client: str, udp: bool) -> bytes | None:
         state = self.state
         entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
-        if entry is not None:
-            if entry.__class__ is tuple:  # (response after the ID, stats key, RRL category, RRL name, ECS)
-                if self.counting:
-                    self.stats.queries[entry[1]] += 1
-                    if entry[4]:
-                        self.stats.ecs += 1
-                if udp and self.rrl is not None:
-                    return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
-                return data[:2] + entry[0]
+        if entry is None:
+            return self._miss(data, client, udp)
+        if entry.__class__ is tuple:  # (response after the ID, queries cell, RRL category, RRL name, ECS)
+            if self.counting:
+                entry[1][0] += 1
+                if entry[4]:
+                    self.stats.ecs[0] += 1
+            if udp and self.rrl is not None:
+                return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
+            return data[:2] + entry[0]
+        # a Dynamic entry: the client's decision (cached), a weighted draw, the response for it
+        decided = state.decisions.get((None if entry.client_free else client, entry))  # type: ignore[union-attr]
+        if decided is None:
             return self._dynamic(entry, data, client)  # type: ignore[arg-type]
-        return self._miss(data, client, udp)
+        single = decided.single
+        response = decided.responses.get(single.draw() if single is not None else decided.draw())
+        if response is None:
+            return self._dynamic(entry, data, client)  # type: ignore[arg-type]
+        if self.counting:
+            entry.cell[0] += 1  # type: ignore[union-attr]
+            for cell in decided.answer_cells:
+                cell[0] += 1
+            if entry.has_ecs:  # type: ignore[union-attr]
+                self.stats.ecs[0] += 1
+        if udp and self.rrl is not None:
+            return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)  # type: ignore[union-attr]
+        return data[:2] + response
 
     def _miss(self, data: bytes, client: str, udp: bool) -> bytes | None:
         """First time this query shape is seen (since the cache was last cleared)."""
@@ -163,7 +184,7 @@ class Responder:
             if exc.rcode is None:
                 self.stats.dropped["malformed"] += 1
                 return None
-            self.stats.queries[("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp")] += 1
+            self.stats.query_cell(("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp"))[0] += 1
             response = error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
             if udp and self.rrl is not None:
                 return self._limit(response, client, CATEGORY_ERROR, b"")
@@ -177,7 +198,7 @@ class Responder:
         if resolution.dynamic:
             ecs = self._ecs(query)
             stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
-            entry = Dynamic(query, resolution, udp, stats_key, ecs is not None and ecs.usable())
+            entry = Dynamic(query, resolution, udp, self.stats.query_cell(stats_key), ecs is not None and ecs.usable())
             self._hot_put(hot, data[2:], entry)
             return self._dynamic(entry, data, client)
         response = self.answer(query, client, udp, resolution)
@@ -190,10 +211,11 @@ class Responder:
         else:
             category, name = CATEGORY_ERROR, b""
         has_ecs = query.edns is not None and query.edns.ecs is not None
-        self._hot_put(hot, data[2:], (response[2:], stats_key, category, name, has_ecs))
-        self.stats.queries[stats_key] += 1
+        cell = self.stats.query_cell(stats_key)
+        self._hot_put(hot, data[2:], (response[2:], cell, category, name, has_ecs))
+        cell[0] += 1
         if has_ecs:
-            self.stats.ecs += 1
+            self.stats.ecs[0] += 1
         if udp and self.rrl is not None:
             return self._limit(response, client, category, name)
         return response
@@ -212,6 +234,7 @@ class Responder:
         return limited
 
     def _dynamic(self, entry: Dynamic, data: bytes, client: str) -> bytes | None:
+        """A dynamic entry the long way: a new decision, or a draw not yet rendered."""
         state = self.state
         key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
         decided = state.decisions.get(key)
@@ -225,13 +248,11 @@ class Responder:
             response = self._materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
             decided.responses[draw] = response
         if self.counting:
-            stats = self.stats
-            stats.queries[entry.stats_key] += 1
-            for answer_key in decided.answer_keys:
-                stats.answers[answer_key] += 1
+            entry.cell[0] += 1
+            for cell in decided.answer_cells:
+                cell[0] += 1
             if entry.has_ecs:
-                stats.ecs += 1
-        entry.last_pools = decided.answer_keys
+                self.stats.ecs[0] += 1
         if entry.udp and self.rrl is not None:
             return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
         return data[:2] + response
@@ -292,7 +313,7 @@ class Responder:
             keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
-        return Decided(tuple(pickers), scope, tuple(keys))
+        return Decided(tuple(pickers), scope, tuple(keys), tuple(self.stats.answer_cell(k) for k in keys))
 
     def _materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
         """Render (or take the rendered form from cache) and splice in this query's particulars."""
@@ -377,7 +398,7 @@ class Responder:
             "qname": query.name.to_text() if query is not None else None,
             "qtype": dns.rdatatype.to_text(query.qtype) if query is not None else None,
             "rcode": RCODES.get(response[3] & 0xF, "OTHER") if response else None,
-            "pools": [f"{record}:{pool}" for _, record, pool in entry.last_pools] if isinstance(entry, Dynamic) else [],
+            "pools": [f"{record}:{pool}" for _, record, pool in _pools(self.state, entry, client)],
         }))
 
 
@@ -432,6 +453,14 @@ def _with_name(query: Query, name: dns.name.Name) -> Query:
     wire = name.canonicalize().to_wire()
     return Query(query.id, query.flags, wire, query.qtype, query.qclass,
                  wire + query.question[-4:], query.edns)
+
+
+def _pools(state: State, entry: object, client: str) -> tuple[tuple[str, str, str], ...]:
+    """(zone, record, pool) of what a dynamic entry answered this client, for the query log."""
+    if not isinstance(entry, Dynamic):
+        return ()
+    decided = state.decisions.get((None if entry.client_free else client, entry))
+    return decided.answer_keys if decided is not None else ()
 
 
 def _rdataset(record: DynamicRRset, values: tuple[PoolValue, ...]) -> dns.rdataset.Rdataset:

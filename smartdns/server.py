@@ -192,7 +192,7 @@ class Server:
 
     def _udp_loop(self, sock: socket.socket) -> None:
         """Receive, answer, send: the whole UDP hot path (runs in its own thread)."""
-        recvfrom, sendto = sock.recvfrom, sock.sendto
+        recvfrom, sendto, respond = sock.recvfrom, sock.sendto, self.responder.respond
         while True:
             try:
                 data, addr = recvfrom(UDP_BUFFER)
@@ -201,7 +201,7 @@ class Server:
                     return  # closed at shutdown
                 continue  # ICMP errors from earlier sends surface here: nothing to do
             try:
-                response = self.responder.respond(data, addr[0], True)
+                response = respond(data, addr[0], True)  # the responder object lives as long as we do
                 if response is not None:
                     sendto(response, addr)
             except OSError:
