@@ -14,7 +14,7 @@ import dns.rdatatype
 
 from . import __version__
 from .catalog import Catalog
-from .config import Config, ConfigError, load_config
+from .config import ConfigError, load_config
 from .geo import Classifier, GeoDatabaseError, Location
 from .policy import DynamicRRset, decide, scope_prefix
 from .reload import load_all

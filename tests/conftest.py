@@ -159,6 +159,16 @@ class SmartDNS:
         return self.proc.returncode
 
 
+def wait_for(predicate: Callable[[], object], timeout: float) -> float:
+    """Poll until `predicate()` is true; how long it took. Fails the test after `timeout` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

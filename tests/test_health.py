@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 
 import pytest
 
-from conftest import DOMESTIC, OVERSEAS
+from conftest import DOMESTIC, OVERSEAS, wait_for
 from smartdns.health import Target, probe
 from smartdns.policy import HealthCheck
 
@@ -114,15 +113,6 @@ def zone(port: int, protocol: str = "SMTP") -> str:
 def answer(server, source: str) -> str:
     response = server.query("mx.example.com", "A", source=source)
     return response.answer[0][0].address
-
-
-def wait_for(predicate, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 HEALTH = {"interval": 1, "timeout": 0.5, "rise": 2, "fall": 2}

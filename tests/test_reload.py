@@ -11,6 +11,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from conftest import wait_for
+
 ZONE = """
 ---
 '':
@@ -30,15 +32,6 @@ ns1:
 
 def address_of(server) -> str:
     return server.query("mx.example.com", "A").answer[0][0].address
-
-
-def wait_until(predicate, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s")
 
 
 class QueryLoop(threading.Thread):
@@ -74,9 +67,9 @@ def test_edit_goes_live_with_zero_lost_queries(smartdns):
     time.sleep(0.5)
     for version, address in ((2, "192.0.2.2"), (3, "192.0.2.3"), (4, "192.0.2.4")):
         server.write_zone("example.com", ZONE.format(version=version, address=address))
-        took = wait_until(lambda: address_of(server) == address, 5)
+        took = wait_for(lambda: address_of(server) == address, 5)
         assert took < 5
-    wait_until(lambda: "192.0.2.4" in loop.answers, 5)
+    wait_for(lambda: "192.0.2.4" in loop.answers, 5)
     loop.stop_flag.set()
     loop.join(10)
     assert loop.sent > 200, loop.sent
@@ -93,7 +86,7 @@ def test_serial_follows_content_not_time(smartdns):
     other = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
     assert other.query("example.com", "SOA").answer[0][0].serial == first  # same files, same serial
     server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.1"))
-    wait_until(lambda: serial() != first, 5)
+    wait_for(lambda: serial() != first, 5)
 
 
 def test_broken_edit_keeps_last_good_data_and_logs_file_and_line(smartdns):
@@ -110,14 +103,14 @@ def test_broken_edit_keeps_last_good_data_and_logs_file_and_line(smartdns):
     server.wait_for_log(r"no NS records at its apex")
     assert address_of(server) == "192.0.2.1"
     server.write_zone("example.com", ZONE.format(version=3, address="192.0.2.3"))
-    wait_until(lambda: address_of(server) == "192.0.2.3", 5)
+    wait_for(lambda: address_of(server) == "192.0.2.3", 5)
 
 
 def test_sighup_reloads_at_once(smartdns):
     server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
     server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.2"))
     server.signal(signal.SIGHUP)
-    wait_until(lambda: address_of(server) == "192.0.2.2", 1.0)
+    wait_for(lambda: address_of(server) == "192.0.2.2", 1.0)
     server.wait_for_log(r"reloaded \((SIGHUP|files changed)\)")
 
 
@@ -125,9 +118,9 @@ def test_new_and_removed_zone_files(smartdns):
     server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
     assert server.query("other.test", "A").rcode() == dns.rcode.REFUSED
     server.write_zone("other.test", ZONE.format(version=1, address="192.0.2.9").replace("example.com", "other.test"))
-    wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.NOERROR, 5)
+    wait_for(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.NOERROR, 5)
     (server.zones_dir / "other.test.yaml").unlink()
-    wait_until(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.REFUSED, 5)
+    wait_for(lambda: server.query("mx.other.test", "A").rcode() == dns.rcode.REFUSED, 5)
 
 
 def test_geodb_and_config_changes_are_picked_up(smartdns, tmp_path):
@@ -138,12 +131,12 @@ def test_geodb_and_config_changes_are_picked_up(smartdns, tmp_path):
     overseas = {"198.51.100.10", "198.51.100.11"}
     assert server.query("mx.example.com", "A", source="127.0.0.2").answer[0][0].address in overseas
     build_mmdb(tmp_path, "127.0.0.2/32,CN,AS\n", "live.mmdb")  # written aside and renamed over
-    wait_until(lambda: server.query("mx.example.com", "A", source="127.0.0.2").answer[0][0].address == "192.0.2.10", 5)
+    wait_for(lambda: server.query("mx.example.com", "A", source="127.0.0.2").answer[0][0].address == "192.0.2.10", 5)
     # the config file itself: turning ECS off takes effect without a restart
     import dns.edns
     ecs = [dns.edns.ECSOption("1.0.1.0", 24)]
     assert any(o.otype == dns.edns.ECS for o in server.query("mx.example.com", "A", use_edns=0, options=ecs).options)
     server.config_path.write_text(server.config_path.read_text() + "ecs: false\n")
-    wait_until(lambda: not server.query("mx.example.com", "A", use_edns=0, options=ecs).options, 5)
+    wait_for(lambda: not server.query("mx.example.com", "A", use_edns=0, options=ecs).options, 5)
     server.config_path.write_text(server.config_path.read_text() + "bogus: 1\n")
     server.wait_for_log(r"config error, keeping the running config: .*smartdns\.yaml:\d+: bogus")

@@ -8,7 +8,6 @@ import time
 import dns.flags
 import dns.message
 import dns.rcode
-import pytest
 
 FLOODER = "127.0.0.5"  # loopback is exempt by default; these tests exempt nothing
 RRL = {"responses_per_second": 20, "slip": 2, "exempt": []}

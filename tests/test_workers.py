@@ -6,8 +6,8 @@ import os
 import signal
 import time
 
-from conftest import OVERSEAS, children
-from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, wait_for, zone
+from conftest import OVERSEAS, children, wait_for
+from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, zone
 
 
 def test_two_workers_answer_on_one_port_and_restart(smartdns):

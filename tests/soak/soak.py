@@ -22,16 +22,11 @@ Loopback only.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import re
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,7 +36,8 @@ import dns.message
 import dns.rcode
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on (\S+?):(\d+)")
+sys.path.insert(0, str(REPO / "tests"))  # run as a script: conftest's server helper is one directory up
+from conftest import SmartDNS  # noqa: E402
 WINDOW = 200  # packets in flight before a probe: far below what the 4 MiB socket buffer holds
 SAMPLE_EVERY = 97  # one reply in this many is parsed whole by dnspython
 PROBE_ID = 0xBEEF
@@ -222,35 +218,20 @@ class Generator:
 # --------------------------------------------------------------------------- the server
 
 
-class Server:
+class Server(SmartDNS):
+    """conftest's real server, on the zones given, with one worker."""
+
     def __init__(self, zones: Path, workdir: Path) -> None:
-        config = workdir / "smartdns.yaml"
-        config.write_text("metrics: 127.0.0.1:0\n")  # an ephemeral port: never clashes with a running server
-        self.cmd = [sys.executable, "-m", "smartdns", "serve", "--config", str(config),
-                    "--listen", "127.0.0.1:0", "--zones", str(zones), "--workers", "1"]
-        self.lines: list[str] = []
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
+        texts = {path.name[: -len(".yaml")]: path.read_text() for path in sorted(zones.glob("*.yaml"))}
+        super().__init__(workdir, zones=texts, args=("--workers", "1"))
 
-    def start(self, timeout: float = 30) -> None:
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        started = threading.Event()
+    @property
+    def lines(self) -> list[str]:
+        return self.log_lines
 
-        def read() -> None:
-            assert self.proc and self.proc.stderr
-            for line in self.proc.stderr:
-                self.lines.append(line.rstrip("\n"))
-                match = LISTENING.search(line)
-                if match and not started.is_set():
-                    self.port = int(match.group(2))
-                    started.set()
-            started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(timeout) or not self.port:
-            self.stop()
-            raise RuntimeError("smartdns did not start:\n" + "\n".join(self.lines))
+    def start(self, timeout: float = 30) -> "Server":  # type: ignore[override]
+        super().start(timeout)
+        return self
 
     def rss_kib(self) -> int:
         assert self.proc
@@ -258,18 +239,6 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
 
 
 # --------------------------------------------------------------------------- the flood
