@@ -73,3 +73,24 @@ def test_explain_with_embedded_data_only():
     us = run_cli("explain", "8.8.8.8", "mx.example.com", "A")
     assert "country US" in us.stdout
     assert "pool overseas" in us.stdout and "answer: 198.51.100.10 198.51.100.11" in us.stdout
+
+
+def test_check_warns_when_aaaa_bypasses_the_geo_decision(tmp_path):
+    zone = (REPO / "zones" / "example.com.yaml").read_text()
+    start = zone.index("  - dynamic:", zone.index("type: A"))  # the AAAA record, made static
+    zone = zone[:start] + "  - ttl: 60\n    type: AAAA\n    value: 2001:db8:c::10\n" + zone[zone.index("ns1:"):]
+    (tmp_path / "example.com.yaml").write_text(zone)
+    result = run_cli("check", "--zones", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a problem
+    assert "warning:" in result.stdout and "mx AAAA: A is dynamic but AAAA is static" in result.stdout
+    assert "IPv6 senders bypass the geo decision" in result.stdout
+
+
+def test_config_errors_name_file_and_line(tmp_path):
+    config = tmp_path / "smartdns.yaml"
+    config.write_text("listen:\n  - 127.0.0.1:5353\nhealth:\n  interval: 10\n  fall: 0\n")
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:5: fall: must be an integer >= 1, got 0" in result.stderr
+    config.write_text("listen: [nowhere]\n")
+    assert "listen: listen address 'nowhere' is not HOST:PORT" in run_cli("check", "--config", str(config)).stderr
