@@ -26,7 +26,8 @@ FAIL_OPEN_POOL = "fail-open"  # nothing was up: plain values regardless of healt
 
 
 class Located(Protocol):
-    prefixlen: int | None
+    @property
+    def prefixlen(self) -> int | None: ...
 
     def matches(self, geo: str) -> bool: ...
 

@@ -298,7 +298,7 @@ class Rendered:
 def render(qname: dns.name.Name, qtype: int, qclass: int, *, rcode: int, aa: bool,
            answer: Section = (), authority: Section = (), additional: Section = (),
            required_additional: Iterable[dns.name.Name] = (), edns: Edns | None = None,
-           nsid: bytes | None = None, limit: int = 65535, tc_if_authority_cut: bool = False) -> Rendered:
+           nsid: bytes | None = None, limit: int = 65535) -> Rendered:
     """Render a response. When it does not fit `limit`: additional RRsets are dropped
     without TC (RFC 2181 9) unless required (glue); otherwise TC=1 with the question only."""
     flags = QR | (AA if aa else 0) | (rcode & 0xF)
