@@ -75,9 +75,10 @@ class SmartDNS:
         tmp.replace(path)  # atomic, as an admin's deploy should be
         return path
 
-    def start(self, timeout: float = 20.0, listen: str = "127.0.0.1:0") -> "SmartDNS":
+    def start(self, timeout: float = 20.0, listen: str | None = "127.0.0.1:0") -> "SmartDNS":
+        """`listen` None: the config file says where (no --listen flag to override it)."""
         cmd = [sys.executable, "-m", "smartdns", "serve", "--config", str(self.config_path),
-               "--listen", listen, *self.args]
+               *(["--listen", listen] if listen else []), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         started = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 
@@ -140,3 +141,33 @@ def test_geodb_and_config_changes_are_picked_up(smartdns, tmp_path):
     wait_for(lambda: not server.query("mx.example.com", "A", use_edns=0, options=ecs).options, 5)
     server.config_path.write_text(server.config_path.read_text() + "bogus: 1\n")
     server.wait_for_log(r"config error, keeping the running config: .*smartdns\.yaml:\d+: bogus")
+
+
+def test_pinned_serial_and_soa_settings_per_zone(smartdns):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")},
+                      config={"soa": {"ttl": 900, "zones": {"example.com": {"serial": 2026112801,
+                                                                            "rname": "dns-admin.example.com."}}}})
+    soa = server.query("example.com", "SOA").answer[0]
+    assert soa[0].serial == 2026112801 and soa.ttl == 900
+    assert soa[0].rname.to_text() == "dns-admin.example.com." and soa[0].mname.to_text() == "ns1.example.com."
+    server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.1"))
+    server.wait_for_log(r"reloaded \(files changed\)")
+    assert server.query("example.com", "SOA").answer[0][0].serial == 2026112801  # pinned: content changes keep it
+
+
+def test_listen_change_needs_a_restart_and_says_so(tmp_path):
+    from conftest import SmartDNS
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = SmartDNS(tmp_path, zones={"example.com": ZONE.format(version=1, address="192.0.2.1")},
+                      config={"listen": [f"127.0.0.1:{port}"]})
+    server.start(listen=None)  # where to listen comes from the config file alone
+    try:
+        server.config_path.write_text(server.config_path.read_text().replace(str(port), str(port + 1)))
+        server.wait_for_log(r"listen addresses or workers changed in the config: restart smartdns to apply them")
+        assert server.port == port and address_of(server) == "192.0.2.1"  # still answering where it was
+    finally:
+        server.stop()
