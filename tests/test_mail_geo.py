@@ -94,3 +94,20 @@ def test_config_errors_name_file_and_line(tmp_path):
     assert f"{config}:5: fall: must be an integer >= 1, got 0" in result.stderr
     config.write_text("listen: [nowhere]\n")
     assert "listen: listen address 'nowhere' is not HOST:PORT" in run_cli("check", "--config", str(config)).stderr
+
+
+def test_shipped_zones_pass_octodns_validate_with_its_defaults(tmp_path):
+    """Admins keep their octoDNS tooling: the example zone is valid for octoDNS itself, key order included."""
+    config = tmp_path / "octodns.yaml"
+    config.write_text(f"""providers:
+  config:
+    class: octodns.provider.yaml.YamlProvider
+    directory: {REPO / "zones"}
+zones:
+  example.com.:
+    sources: [config]
+    targets: []
+""")
+    result = subprocess.run([sys.executable, "-m", "octodns.cmds.validate", "--config-file", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
