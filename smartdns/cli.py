@@ -17,6 +17,8 @@ from .catalog import Catalog
 from .config import ConfigError, load_config
 from .geo import Classifier, GeoDatabaseError, Location
 from .policy import DynamicRRset, decide, scope_prefix
+from .responder import client_for
+from .wire import ClientSubnet
 from .reload import load_all
 from .zonefile import CONTINENT_OF, COUNTRY_NAMES, StaticRRset
 
@@ -168,23 +170,28 @@ def _describe(location: Location) -> str:
 def cmd_explain(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
     config = load_config(args.config, **_overrides(args))
-    source_prefix: int | None = None
     try:
+        ipaddress.ip_address(args.address)
+        subnet = None
         if args.ecs:
             network = ipaddress.ip_network(args.ecs, strict=False)
-            address, source_prefix = network.network_address, network.prefixlen
-        else:
-            address = ipaddress.ip_address(args.address)
+            raw = network.network_address.packed[: (network.prefixlen + 7) // 8]
+            subnet = ClientSubnet(1 if network.version == 4 else 2, network.prefixlen, 0, raw)
     except ValueError as exc:
         print(f"smartdns: {exc}", file=sys.stderr)
         return 2
+    # the server's own rule for who the client is: a usable ECS subnet, else the resolver
+    address, source_prefix, want_scope = client_for(subnet, args.address)
     result = load_all(config)
     for problem in result.problems:
         print(f"zone error: {problem}", file=sys.stderr)
     catalog = Catalog(result.zones)
     classifier = Classifier(config.geodb, CONTINENT_OF)
     location = classifier.locate(str(address))
-    print(f"client {address}" + (f" (ECS {args.ecs} via resolver {args.address})" if args.ecs else ""))
+    if subnet is not None and not want_scope:
+        print(f"ECS {args.ecs} says nothing about the client (prefix 0 or not a global address): "
+              f"the resolver decides, and the answer carries SCOPE 0")
+    print(f"client {address}" + (f" (ECS {args.ecs} via resolver {args.address})" if want_scope else ""))
     print(f"location: {_describe(location)}")
     targets = _explain_targets(catalog, args.name, args.type)
     if not targets:
@@ -207,8 +214,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             else:
                 print(f"  {entry_owner} {kind}: no rule matched -> {decision.pool} values")
             print("    answer: " + " ".join(v.text for v in decision.candidates))
-            if source_prefix is not None:
-                scope = scope_prefix(source.subnets(), address, location.prefixlen, source_prefix)
+            if subnet is not None:
+                scope = scope_prefix(source.subnets(), address, location.prefixlen, source_prefix) if want_scope else 0
                 print(f"    ecs scope: /{scope}")
     return 0
 

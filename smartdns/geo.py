@@ -112,8 +112,8 @@ class Classifier:
             # For an IPv4 address in an IPv6 tree maxminddb already reports the IPv4 prefix
             # length (tree depth - 96, clamped at 0), so prefixlen needs no conversion here.
             record, prefixlen = db.reader.get_with_prefix_len(ip)
-        except maxminddb.InvalidDatabaseError:
-            return None  # a damaged record must not take down the query path; try the next source
+        except (maxminddb.InvalidDatabaseError, ValueError):
+            return None  # a damaged record (or a reader closed by a reload) must not take down the query path
         # Anonymous/satellite ranges carry only registered_country; DB-IP lite and the
         # City layout use the same keys as GeoIP2-Country.
         country = _dig(record, "country", "iso_code") or _dig(record, "registered_country", "iso_code")

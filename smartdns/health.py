@@ -191,8 +191,10 @@ class HealthMonitor(HealthView):
             self.settings = settings
             self.stop()  # restart every loop with the new timing; states are kept
         wanted = targets_of(records)
-        for target in set(self.tasks) - wanted:
-            self.tasks.pop(target).cancel()
+        for target in set(self.states) - wanted:  # states, not tasks: stop() above may have emptied those
+            task = self.tasks.pop(target, None)
+            if task is not None:
+                task.cancel()
             self.states.pop(target, None)
         self._publish()
         for target in wanted - set(self.tasks):
@@ -208,7 +210,11 @@ class HealthMonitor(HealthView):
         settings = self.settings
         while True:
             started = time.monotonic()
-            up, reason = await probe(target, settings.timeout)
+            try:
+                up, reason = await probe(target, settings.timeout)
+            except Exception as exc:  # noqa: BLE001 - a probe that fails oddly is a failed probe, not the end of checking
+                log.exception("health: probing %s", target)
+                up, reason = False, f"{type(exc).__name__}: {exc}"
             self._record(target, up, reason)
             await asyncio.sleep(max(0.0, settings.interval - (time.monotonic() - started)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ log = logging.getLogger("smartdns")
 
 # Latency buckets (seconds) of the time spent answering one query inside smartdns.
 BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
+REQUEST_DEADLINE = 10.0  # seconds for a whole HTTP request and its answer
 LATENCY_SAMPLE = 16  # time one query in this many: two clock reads per query would cost more than they tell
 
 KNOWN_QTYPES = frozenset({"A", "AAAA", "ANY", "CAA", "CNAME", "DNAME", "DNSKEY", "DS", "HTTPS", "LOC", "MX",
@@ -221,27 +223,40 @@ class MetricsServer:
         if self.server is not None:
             self.server.close()
 
+    def close_in_child(self) -> None:
+        """In a forked worker: let go of the listening sockets without touching the parent's loop."""
+        if self.server is not None:
+            for sock in self.server.sockets:
+                try:
+                    os.close(sock.fileno())
+                except OSError:
+                    pass
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # headers: nothing in them matters here
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?")[0] if len(parts) > 1 else ""
-            if path == "/metrics":
-                status, body, kind = 200, generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
-            elif path == "/health":
-                status, body, kind = 200, b"ok\n", "text/plain"
-            elif path == "/ready":
-                ready = self.status().ready
-                status, body, kind = (200, b"ready\n", "text/plain") if ready else (503, b"zones not loaded\n", "text/plain")
-            else:
-                status, body, kind = 404, b"not found\n", "text/plain"
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, UnicodeError):
-            pass
+            await asyncio.wait_for(self._answer(reader, writer), REQUEST_DEADLINE)
+        except (asyncio.TimeoutError, ConnectionError, UnicodeError, ValueError, asyncio.LimitOverrunError):
+            pass  # a slow, broken or oversized request: dropped
         finally:
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readline()
+        for _ in range(100):  # headers: nothing in them matters here
+            if not (await reader.readline()).strip():
+                break
+        parts = request.decode("latin-1").split()
+        path = parts[1].split("?")[0] if len(parts) > 1 else ""
+        if path == "/metrics":
+            status, body, kind = 200, generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+        elif path == "/health":
+            status, body, kind = 200, b"ok\n", "text/plain"
+        elif path == "/ready":
+            ready = self.status().ready
+            status, body, kind = (200, b"ready\n", "text/plain") if ready else (503, b"zones not loaded\n", "text/plain")
+        else:
+            status, body, kind = 404, b"not found\n", "text/plain"
+        reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+        writer.write(f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + body)
+        await writer.drain()

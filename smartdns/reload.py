@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Mapping
 
@@ -25,7 +25,6 @@ class LoadResult:
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
     kept: tuple[str, ...] = ()  # files whose last good version is still served
-    duplicates: tuple[str, ...] = field(default=())
 
 
 def zone_files(directory: Path) -> list[Path]:

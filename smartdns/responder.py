@@ -36,7 +36,8 @@ from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
 from .policy import DynamicRRset, IsUp, Picker, PoolValue, decide, scope_prefix, static_status
 from .rrl import CATEGORY_ANSWER, CATEGORY_ERROR, CATEGORY_NXDOMAIN, RateLimiter
 from .wire import (
-    REFUSED, ClientSubnet, Malformed, Query, Rendered, error_response, fast_parse, full_parse, render, splice,
+    REFUSED, ClientSubnet, Malformed, Query, Rendered, error_response, fast_parse, full_parse, question_name_end,
+    render, splice,
 )
 from .zonefile import StaticRRset
 
@@ -53,221 +54,34 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass
 class State:
-    """The data one generation of answers comes from; replaced whole on reload."""
+    """One generation of answers: the data, the settings that shape responses, and the caches made
+    from them. A reload builds a new one and swaps it in whole, and every query takes the state once,
+    so no response ever mixes two generations."""
 
     catalog: Catalog
     classifier: Classifier
+    ecs: bool = True
+    server_id: str | None = None  # NSID and CHAOS id.server; None: not answered
+    is_up: IsUp = static_status
     resolutions: dict[tuple[bytes, int], Resolution] = field(default_factory=dict)
     rendered: dict[tuple, Rendered] = field(default_factory=dict)
-    hot_udp: dict[bytes, object] = field(default_factory=dict)  # query bytes after the ID -> Static | Dynamic
+    hot_udp: dict[bytes, object] = field(default_factory=dict)  # query bytes after the ID -> entry
     hot_tcp: dict[bytes, object] = field(default_factory=dict)
     decisions: dict[tuple, "Decided"] = field(default_factory=dict)  # (client, dynamic entry) -> Decided
-    templates: dict[tuple, "NegativeTemplate | bool"] = field(default_factory=dict)  # False: cannot be templated
-
-
-class Decided:
-    """One client's decision for one query shape: a picker per dynamic RRset, the ECS scope,
-    the pools (for the answers metric), and the responses made from it so far."""
-
-    __slots__ = ("pickers", "single", "scope", "answer_keys", "answer_cells", "responses")
-
-    def __init__(self, pickers: tuple[Picker, ...], scope: int, answer_keys: tuple[tuple[str, str, str], ...],
-                 answer_cells: tuple[list[int], ...]) -> None:
-        self.pickers = pickers
-        self.single = pickers[0] if len(pickers) == 1 else None  # the common case, drawn without a loop
-        self.scope = scope
-        self.answer_keys = answer_keys
-        self.answer_cells = answer_cells
-        self.responses: dict[object, bytes] = {}  # draw -> response after the ID; few: one per combination
-
-    def draw(self) -> object:
-        pickers = self.pickers
-        if len(pickers) == 1:
-            return pickers[0].draw()
-        return tuple([p.draw() for p in pickers])
-
-    def chosen(self, draw: object) -> tuple[tuple[PoolValue, ...], ...]:
-        draws = (draw,) if len(self.pickers) == 1 else draw
-        return tuple(p.chosen(d) for p, d in zip(self.pickers, draws))  # type: ignore[arg-type]
-
-
-class Dynamic:
-    """A hot entry whose response depends on the client: decisions cached, values picked per query."""
-
-    __slots__ = ("query", "resolution", "udp", "cell", "client_free", "rrl_name", "has_ecs")
-
-    def __init__(self, query: Query, resolution: Resolution, udp: bool, cell: list[int], client_free: bool) -> None:
-        self.query = query
-        self.resolution = resolution
-        self.udp = udp
-        self.cell = cell  # the queries counter for this shape
-        self.client_free = client_free  # a usable ECS decides: every client gets the same decision
-        self.rrl_name = query.qname + query.qtype.to_bytes(2, "big")
-        self.has_ecs = query.edns is not None and query.edns.ecs is not None
-
-
-class Responder:
-    def __init__(self, state: State, *, ecs: bool = True, is_up: IsUp = static_status,
-                 server_id: str | None = None, stats: Stats | None = None, query_log: float = 0.0,
-                 rrl: RateLimiter | None = None, counting: bool = True) -> None:
-        self.state = state
-        self.ecs = ecs
-        self.is_up = is_up
-        self.server_id = server_id
-        self.stats = stats if stats is not None else Stats()
-        self.query_log = query_log  # fraction of queries logged
-        self.rrl = rrl  # UDP only: TCP proves the source address, so it is never limited
-        self.counting = counting  # off with `metrics: false`: the hot path then skips its counters
-        self.counter = 0
+    templates: dict[tuple, "NegativeTemplate | None"] = field(default_factory=dict)  # None: cannot be templated
 
     @property
     def nsid(self) -> bytes | None:
         return self.server_id.encode() if self.server_id else None
 
-    def health_changed(self) -> None:
-        """A health-checked target went up or down: decisions made under the old health are void."""
-        self.state.decisions = {}
-
-    def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
-        """The response bytes for one packet from `client`, or None to send nothing."""
-        self.counter += 1
-        if self.counter % LATENCY_SAMPLE or not self.counting:
-            if not self.query_log:
-                return self._respond(data, client, udp)
-            response = self._respond(data, client, udp)
-        else:
-            started = time.perf_counter()
-            response = self._respond(data, client, udp)
-            self.stats.observe(time.perf_counter() - started)
-        if self.query_log and random.random() < self.query_log:
-            self._log(data, client, response, udp)
-        return response
-
-    def _respond(self, data: bytes, client: str, udp: bool) -> bytes | None:
-        state = self.state
-        entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
-        if entry is None:
-            return self._miss(data, client, udp)
-        if entry.__class__ is tuple:  # (response after the ID, queries cell, RRL category, RRL name, ECS)
-            if self.counting:
-                entry[1][0] += 1
-                if entry[4]:
-                    self.stats.ecs[0] += 1
-            if udp and self.rrl is not None:
-                return self._limit(data[:2] + entry[0], client, entry[2], entry[3])
-            return data[:2] + entry[0]
-        # a Dynamic entry: the client's decision (cached), a weighted draw, the response for it
-        decided = state.decisions.get((None if entry.client_free else client, entry))  # type: ignore[union-attr]
-        if decided is None:
-            return self._dynamic(entry, data, client)  # type: ignore[arg-type]
-        single = decided.single
-        response = decided.responses.get(single.draw() if single is not None else decided.draw())
-        if response is None:
-            return self._dynamic(entry, data, client)  # type: ignore[arg-type]
-        if self.counting:
-            entry.cell[0] += 1  # type: ignore[union-attr]
-            for cell in decided.answer_cells:
-                cell[0] += 1
-            if entry.has_ecs:  # type: ignore[union-attr]
-                self.stats.ecs[0] += 1
-        if udp and self.rrl is not None:
-            return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)  # type: ignore[union-attr]
-        return data[:2] + response
-
-    def _miss(self, data: bytes, client: str, udp: bool) -> bytes | None:
-        """First time this query shape is seen (since the cache was last cleared)."""
-        try:
-            query = fast_parse(data)  # raises Malformed too (a bad ECS)
-            if query is None:
-                query = full_parse(data)
-        except Malformed as exc:
-            if exc.rcode is None:
-                self.stats.dropped["malformed"] += 1
-                return None
-            self.stats.query_cell(("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp"))[0] += 1
-            response = error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
-            if udp and self.rrl is not None:
-                return self._limit(response, client, CATEGORY_ERROR, b"")
-            return response
-        if query is None:
-            self.stats.dropped["not a query"] += 1
-            return None
-        resolution = self.resolve(query)
-        zone = resolution.zone.text if resolution.zone is not None else ""
-        hot = self.state.hot_udp if udp else self.state.hot_tcp
-        if resolution.dynamic:
-            ecs = self._ecs(query)
-            stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
-            entry = Dynamic(query, resolution, udp, self.stats.query_cell(stats_key), ecs is not None and ecs.usable())
-            self._hot_put(hot, data[2:], entry)
-            return self._dynamic(entry, data, client)
-        response = self.answer(query, client, udp, resolution)
-        rcode = response[3] & 0xF
-        stats_key = (zone, qtype_label(query.qtype), RCODES.get(rcode, "OTHER"), "udp" if udp else "tcp")
-        if rcode == 0:
-            category, name = CATEGORY_ANSWER, query.qname + query.qtype.to_bytes(2, "big")
-        elif rcode == 3 and resolution.zone is not None:
-            category, name = CATEGORY_NXDOMAIN, resolution.zone.wire  # per zone: random names count as one
-        else:
-            category, name = CATEGORY_ERROR, b""
-        has_ecs = query.edns is not None and query.edns.ecs is not None
-        cell = self.stats.query_cell(stats_key)
-        self._hot_put(hot, data[2:], (response[2:], cell, category, name, has_ecs))
-        cell[0] += 1
-        if has_ecs:
-            self.stats.ecs[0] += 1
-        if udp and self.rrl is not None:
-            return self._limit(response, client, category, name)
-        return response
-
-    def _hot_put(self, hot: dict[bytes, object], key: bytes, entry: object) -> None:
-        if len(hot) >= HOT_LIMIT:
-            hot.clear()
-            self.state.decisions = {}  # they hold entries alive: let both generations go together
-        hot[key] = entry
-
-    def _limit(self, response: bytes, client: str, category: int, name: bytes) -> bytes | None:
-        assert self.rrl is not None
-        limited = self.rrl.filter(response, client, category, name)
-        if limited is not response:
-            self.stats.dropped["rrl-slip" if limited is not None else "rrl"] += 1
-        return limited
-
-    def _dynamic(self, entry: Dynamic, data: bytes, client: str) -> bytes | None:
-        """A dynamic entry the long way: a new decision, or a draw not yet rendered."""
-        state = self.state
-        key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
-        decided = state.decisions.get(key)
-        if decided is None:
-            decided = self._decided(entry.query, entry.resolution, client)
-            _bounded_put(state.decisions, key, decided)
-        draw = decided.draw()
-        response = decided.responses.get(draw)
-        if response is None:
-            choice = decided.chosen(draw)
-            response = self._materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
-            decided.responses[draw] = response
-        if self.counting:
-            entry.cell[0] += 1
-            for cell in decided.answer_cells:
-                cell[0] += 1
-            if entry.has_ecs:
-                self.stats.ecs[0] += 1
-        if entry.udp and self.rrl is not None:
-            return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
-        return data[:2] + response
-
     def resolve(self, query: Query) -> Resolution:
-        if query.qclass == dns.rdataclass.CH:
-            return REFUSE  # CHAOS is answered in answer() when a server_id is set
         if query.qclass != dns.rdataclass.IN or query.qtype in REFUSED_TYPES:
-            return REFUSE  # no other classes; no zone transfers (RFC 5936 lets us refuse)
-        state = self.state
+            return REFUSE  # no other classes (CHAOS is answered in answer()); no zone transfers (RFC 5936)
         key = (query.qname, query.qtype)
-        resolution = state.resolutions.get(key)
+        resolution = self.resolutions.get(key)
         if resolution is None:
-            resolution = state.catalog.resolve_wire(query.qname, query.qtype)
-            _bounded_put(state.resolutions, key, resolution)
+            resolution = self.catalog.resolve_wire(query.qname, query.qtype)
+            _bounded_put(self.resolutions, key, resolution)
         return resolution
 
     def answer(self, query: Query, client: str, udp: bool, resolution: Resolution | None = None) -> bytes:
@@ -275,30 +89,22 @@ class Responder:
         if resolution is None:
             resolution = self.resolve(query)
         if resolution is REFUSE:
-            chaos = self._chaos(query)
+            chaos = self.chaos(query)
             if chaos is not None:
                 return chaos
             return error_response(query.id, query.flags, REFUSED, query.question, query.edns)
         if not resolution.dynamic:
-            return self._materialize(query, resolution, (), 0, udp)
-        decided = self._decided(query, resolution, client)
-        return self._materialize(query, resolution, decided.chosen(decided.draw()), decided.scope, udp)
+            return self.materialize(query, resolution, (), 0, udp)
+        decided = self.decided(query, resolution, client)
+        return self.materialize(query, resolution, decided.chosen(decided.draw()), decided.scope, udp)
 
-    def _ecs(self, query: Query) -> ClientSubnet | None:
+    def client_subnet(self, query: Query) -> ClientSubnet | None:
         return query.edns.ecs if (self.ecs and query.edns is not None) else None
 
-    def _decided(self, query: Query, resolution: Resolution, client: str) -> Decided:
+    def decided(self, query: Query, resolution: Resolution, client: str) -> Decided:
         """What this client gets from each dynamic RRset, and the ECS scope of that choice."""
-        ecs = self._ecs(query)
-        if ecs is not None and ecs.usable():
-            address: Address = ecs.ip
-            source_prefix = ecs.source
-            want_scope = True
-        else:
-            address = _client_address(client)
-            source_prefix = address.max_prefixlen
-            want_scope = False
-        classifier = self.state.classifier
+        address, source_prefix, want_scope = client_for(self.client_subnet(query), client)
+        classifier = self.classifier
         text = str(address)
         locate: Callable[[], Location] = lambda: classifier.locate(text)  # noqa: E731
         zone = resolution.zone.text if resolution.zone is not None else ""
@@ -313,41 +119,39 @@ class Responder:
             keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
-        return Decided(tuple(pickers), scope, tuple(keys), tuple(self.stats.answer_cell(k) for k in keys))
+        return Decided(tuple(pickers), scope, tuple(keys))
 
-    def _materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
+    def materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
         """Render (or take the rendered form from cache) and splice in this query's particulars."""
-        state = self.state
         edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
         rendered = None
         if resolution.negative:
-            rendered = self._negative(query, resolution, edns_shape)
+            rendered = self.negative(query, resolution, edns_shape)
         if rendered is None:
             key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choice))
-            rendered = state.rendered.get(key)
+            rendered = self.rendered.get(key)
             if rendered is None:
-                rendered = self._render(query, resolution, choice, 65535)
-                _bounded_put(state.rendered, key, rendered)
-        ecs = self._ecs(query)
+                rendered = self.render(query, resolution, choice, 65535)
+                _bounded_put(self.rendered, key, rendered)
+        ecs = self.client_subnet(query)
         option = ecs.reply(scope) if ecs is not None else b""
         limit = query.udp_limit if udp else 65535
         if len(rendered.wire) + len(option) > limit:
-            rendered = self._render(query, resolution, choice, limit - len(option))
+            rendered = self.render(query, resolution, choice, limit - len(option))
         return splice(rendered, query, option)
 
-    def _negative(self, query: Query, resolution: Resolution, edns_shape: object) -> Rendered | None:
+    def negative(self, query: Query, resolution: Resolution, edns_shape: object) -> Rendered | None:
         """NXDOMAIN/NODATA from a per-zone template: a random-name flood must not cost a render per name."""
         zone = resolution.zone
         assert zone is not None
         key = (zone.wire, resolution.rcode, edns_shape)
-        template = self.state.templates.get(key)
-        if template is None:
-            template = NegativeTemplate.build(lambda name: self._render(_with_name(query, name), resolution, (), 65535),
-                                              zone.origin, zone.soa[0])
-            self.state.templates[key] = template
-        return template.render(query) if template else None
+        if key not in self.templates:
+            self.templates[key] = NegativeTemplate.build(
+                lambda name: self.render(_with_name(query, name), resolution, (), 65535), zone.origin, zone.soa[0])
+        template = self.templates[key]
+        return template.render(query) if template is not None else None
 
-    def _render(self, query: Query, resolution: Resolution, choices: tuple, limit: int) -> Rendered:
+    def render(self, query: Query, resolution: Resolution, choices: tuple, limit: int) -> Rendered:
         chosen = iter(choices)
 
         def rrsets(entries: tuple[Entry, ...]) -> list[tuple]:
@@ -372,7 +176,7 @@ class Responder:
             required_additional=resolution.glue, edns=query.edns, nsid=self.nsid, limit=limit,
         )
 
-    def _chaos(self, query: Query) -> bytes | None:
+    def chaos(self, query: Query) -> bytes | None:
         """CHAOS TXT id.server / hostname.bind: which node answered (RFC 4892), when configured."""
         if (query.qclass != dns.rdataclass.CH or self.server_id is None or query.qname not in CHAOS_NAMES
                 or query.qtype not in (dns.rdatatype.TXT, dns.rdatatype.ANY)):
@@ -383,13 +187,195 @@ class Responder:
                           edns=query.edns, nsid=self.nsid, limit=query.udp_limit)
         return splice(rendered, query)
 
+
+class Decided:
+    """One client's decision for one query shape: a picker per dynamic RRset, the ECS scope,
+    the pools (for the answers metric), and the responses made from it so far."""
+
+    __slots__ = ("pickers", "single", "scope", "answer_keys", "answer_cells", "responses")
+
+    def __init__(self, pickers: tuple[Picker, ...], scope: int, answer_keys: tuple[tuple[str, str, str], ...]) -> None:
+        self.pickers = pickers
+        self.single = pickers[0] if len(pickers) == 1 else None  # the common case, drawn without a loop
+        self.scope = scope
+        self.answer_keys = answer_keys
+        self.answer_cells: tuple[list[int], ...] = ()  # set by the responder, which owns the counters
+        self.responses: dict[object, bytes] = {}  # draw -> response after the ID; few: one per combination
+
+    def draw(self) -> object:
+        if self.single is not None:
+            return self.single.draw()
+        return tuple([p.draw() for p in self.pickers])
+
+    def chosen(self, draw: object) -> tuple[tuple[PoolValue, ...], ...]:
+        draws = (draw,) if self.single is not None else draw
+        return tuple(p.chosen(d) for p, d in zip(self.pickers, draws))  # type: ignore[arg-type]
+
+
+class Dynamic:
+    """A hot entry whose response depends on the client: decisions cached, values picked per query."""
+
+    __slots__ = ("query", "resolution", "udp", "cell", "client_free", "rrl_name", "has_ecs")
+
+    def __init__(self, query: Query, resolution: Resolution, udp: bool, cell: list[int], client_free: bool) -> None:
+        self.query = query
+        self.resolution = resolution
+        self.udp = udp
+        self.cell = cell  # the queries counter for this shape
+        self.client_free = client_free  # a usable ECS decides: every client gets the same decision
+        self.rrl_name = query.qname + query.qtype.to_bytes(2, "big")
+        self.has_ecs = query.edns is not None and query.edns.ecs is not None
+
+
+class Responder:
+    """Serves the current `State` fast: whole responses by query bytes, counters, rate limiting."""
+
+    def __init__(self, state: State, *, stats: Stats | None = None, query_log: float = 0.0,
+                 rrl: RateLimiter | None = None, counting: bool = True) -> None:
+        self.state = state
+        self.stats = stats if stats is not None else Stats()
+        self.query_log = query_log  # fraction of queries logged
+        self.rrl = rrl  # UDP only: TCP proves the source address, so it is never limited
+        self.counting = counting  # off with `metrics: false`: the hot path then skips its counters
+        self.counter = 0
+
+    def health_changed(self) -> None:
+        """A health-checked target went up or down: decisions made under the old health are void."""
+        self.state.decisions = {}
+
+    def answer(self, query: Query, client: str, udp: bool) -> bytes:
+        """The reference path of the current state (see State.answer)."""
+        return self.state.answer(query, client, udp)
+
+    def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
+        """The response bytes for one packet from `client`, or None to send nothing."""
+        self.counter += 1
+        if self.counter % LATENCY_SAMPLE or not self.counting:
+            if not self.query_log:
+                return self._respond(data, client, udp)
+            response = self._respond(data, client, udp)
+        else:
+            started = time.perf_counter()
+            response = self._respond(data, client, udp)
+            self.stats.observe(time.perf_counter() - started)
+        if self.query_log and random.random() < self.query_log:
+            self._log(data, client, response, udp)
+        return response
+
+    def _respond(self, data: bytes, client: str, udp: bool) -> bytes | None:
+        state = self.state  # once: a reload swapping it meanwhile must not mix generations
+        hot = state.hot_udp if udp else state.hot_tcp
+        entry = hot.get(data[2:])
+        if entry is not None:
+            return self._hit(state, entry, data, client, udp)
+        # Resolvers that randomise the case of names (0x20) would never hit: entries are kept
+        # under the lower-case question, and the query's own case is put back.
+        lowered = _lower_question(data)
+        if lowered is not data:
+            entry = hot.get(lowered[2:])
+            if entry is not None:
+                response = self._hit(state, entry, lowered, client, udp)
+                return _with_question_of(response, data)
+        response = self._miss(state, lowered, client, udp)
+        return _with_question_of(response, data) if lowered is not data else response
+
+    def _hit(self, state: State, entry: object, data: bytes, client: str, udp: bool) -> bytes | None:
+        if entry.__class__ is tuple:  # (response after the ID, queries cell, RRL category, RRL name, ECS)
+            if self.counting:
+                entry[1][0] += 1  # type: ignore[index]
+                if entry[4]:  # type: ignore[index]
+                    self.stats.ecs[0] += 1
+            if udp and self.rrl is not None:
+                return self._limit(data[:2] + entry[0], client, entry[2], entry[3])  # type: ignore[index]
+            return data[:2] + entry[0]  # type: ignore[index]
+        assert isinstance(entry, Dynamic)
+        # the client's decision (cached), a weighted draw, the response for that draw
+        decisions = state.decisions  # once: a health change swapping it must not take a stale decision in
+        key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
+        decided = decisions.get(key)
+        if decided is None:
+            decided = state.decided(entry.query, entry.resolution, client)
+            decided.answer_cells = tuple(self.stats.answer_cell(k) for k in decided.answer_keys)
+            _bounded_put(decisions, key, decided)
+        draw = decided.single.draw() if decided.single is not None else decided.draw()
+        response = decided.responses.get(draw)
+        if response is None:
+            choice = decided.chosen(draw)
+            response = state.materialize(entry.query, entry.resolution, choice, decided.scope, entry.udp)[2:]
+            decided.responses[draw] = response
+        if self.counting:
+            entry.cell[0] += 1
+            for cell in decided.answer_cells:
+                cell[0] += 1
+            if entry.has_ecs:
+                self.stats.ecs[0] += 1
+        if udp and self.rrl is not None:
+            return self._limit(data[:2] + response, client, CATEGORY_ANSWER, entry.rrl_name)
+        return data[:2] + response
+
+    def _miss(self, state: State, data: bytes, client: str, udp: bool) -> bytes | None:
+        """First time this query shape is seen (since the cache was last cleared)."""
+        try:
+            query = fast_parse(data)  # raises Malformed too (a bad ECS)
+            if query is None:
+                query = full_parse(data)
+        except Malformed as exc:
+            if exc.rcode is None:
+                self.stats.dropped["malformed"] += 1
+                return None
+            self.stats.query_cell(("", "OTHER", RCODES.get(exc.rcode, "OTHER"), "udp" if udp else "tcp"))[0] += 1
+            response = error_response(exc.query_id, exc.flags, exc.rcode, exc.question, exc.edns)
+            if udp and self.rrl is not None:
+                return self._limit(response, client, CATEGORY_ERROR, b"")
+            return response
+        if query is None:
+            self.stats.dropped["not a query"] += 1
+            return None
+        resolution = state.resolve(query)
+        zone = resolution.zone.text if resolution.zone is not None else ""
+        hot = state.hot_udp if udp else state.hot_tcp
+        if resolution.dynamic:
+            ecs = state.client_subnet(query)
+            stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
+            entry = Dynamic(query, resolution, udp, self.stats.query_cell(stats_key), ecs is not None and ecs.usable())
+            self._hot_put(state, hot, data[2:], entry)
+            return self._hit(state, entry, data, client, udp)
+        response = state.answer(query, client, udp, resolution)
+        rcode = response[3] & 0xF
+        stats_key = (zone, qtype_label(query.qtype), RCODES.get(rcode, "OTHER"), "udp" if udp else "tcp")
+        if rcode == 0:
+            category, name = CATEGORY_ANSWER, query.qname + query.qtype.to_bytes(2, "big")
+        elif rcode == 3 and resolution.zone is not None:
+            category, name = CATEGORY_NXDOMAIN, resolution.zone.wire  # per zone: random names count as one
+        else:
+            category, name = CATEGORY_ERROR, b""
+        has_ecs = query.edns is not None and query.edns.ecs is not None
+        entry = (response[2:], self.stats.query_cell(stats_key), category, name, has_ecs)
+        self._hot_put(state, hot, data[2:], entry)
+        return self._hit(state, entry, data, client, udp)
+
+    @staticmethod
+    def _hot_put(state: State, hot: dict[bytes, object], key: bytes, entry: object) -> None:
+        if len(hot) >= HOT_LIMIT:
+            hot.clear()
+            state.decisions = {}  # they hold entries alive: let both generations go together
+        hot[key] = entry
+
+    def _limit(self, response: bytes, client: str, category: int, name: bytes) -> bytes | None:
+        assert self.rrl is not None
+        limited = self.rrl.filter(response, client, category, name)
+        if limited is not response:
+            self.stats.dropped["rrl-slip" if limited is not None else "rrl"] += 1
+        return limited
+
     def _log(self, data: bytes, client: str, response: bytes | None, udp: bool) -> None:
         """One sampled query, as a JSON line (the collector's format whatever the log format)."""
         try:
             query = fast_parse(data) or full_parse(data)
         except Malformed:
             query = None
-        entry = (self.state.hot_udp if udp else self.state.hot_tcp).get(data[2:])
+        state = self.state
+        entry = (state.hot_udp if udp else state.hot_tcp).get(_lower_question(data)[2:])
         ecs = query.edns.ecs if query is not None and query.edns is not None else None
         log.info("query %s", json.dumps({
             "client": client,
@@ -398,8 +384,40 @@ class Responder:
             "qname": query.name.to_text() if query is not None else None,
             "qtype": dns.rdatatype.to_text(query.qtype) if query is not None else None,
             "rcode": RCODES.get(response[3] & 0xF, "OTHER") if response else None,
-            "pools": [f"{record}:{pool}" for _, record, pool in _pools(self.state, entry, client)],
+            "pools": [f"{record}:{pool}" for _, record, pool in _pools(state, entry, client)],
         }))
+
+
+def client_for(ecs: ClientSubnet | None, client: str) -> tuple[Address, int, bool]:
+    """Who a decision is for: (address, source prefix, whether the answer needs an ECS scope).
+
+    A usable ECS option (RFC 7871: prefix above 0, a global address) stands for the client;
+    otherwise the packet's source, the resolver, does.
+    """
+    if ecs is not None and ecs.usable():
+        return ecs.ip, ecs.source, True
+    address = _client_address(client)
+    return address, address.max_prefixlen, False
+
+
+def _lower_question(data: bytes) -> bytes:
+    """`data` with its question name in lower case (the same object when it already is, or has none)."""
+    end = question_name_end(data)
+    if end < 0:
+        return data
+    name = data[12:end]
+    lowered = name.lower()  # ASCII letters only, as DNS compares names; length octets are below 64
+    return data if lowered == name else data[:12] + lowered + data[end:]
+
+
+def _with_question_of(response: bytes | None, query: bytes) -> bytes | None:
+    """The response with the question name bytes of `query` (its 0x20 case) put back."""
+    if response is None:
+        return None
+    end = question_name_end(query)
+    if end < 0 or response[12:end].lower() != query[12:end].lower():
+        return response  # an error reply without that question: nothing to put back
+    return response[:12] + query[12:end] + response[end:]
 
 
 class NegativeTemplate:
@@ -419,17 +437,17 @@ class NegativeTemplate:
         self.origin_length, self.avoid, self.opt_from_end = origin_length, avoid, opt_from_end
 
     @classmethod
-    def build(cls, render_for: Callable[[dns.name.Name], Rendered], origin: dns.name.Name, soa: object) -> "NegativeTemplate | bool":
+    def build(cls, render_for: Callable[[dns.name.Name], Rendered], origin: dns.name.Name, soa: object) -> "NegativeTemplate | None":
         apex = render_for(origin)
         below = render_for(dns.name.Name((b"a",) + origin.labels))
         origin_wire = origin.canonicalize().to_wire()
         qend_apex = 12 + len(origin_wire) + 4
         tail_apex, tail_below = apex.wire[qend_apex:], below.wire[qend_apex + 2:]
         if len(tail_apex) != len(tail_below) or apex.truncated:
-            return False
+            return None
         cuts = [i for i in range(len(tail_apex)) if tail_apex[i] != tail_below[i]]
         if any(tail_apex[i] != 12 or tail_below[i] != 14 or tail_apex[i - 1] != 0xC0 for i in cuts):
-            return False  # not just pointers at the zone's name: render every name instead
+            return None  # not just pointers at the zone's name: render every name instead
         pieces, last = [], 0
         for i in cuts:
             pieces.append(tail_apex[last:i - 1])

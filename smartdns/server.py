@@ -27,7 +27,7 @@ from .config import Config, ConfigError, ListenAddress, load_config
 from .geo import Classifier, GeoDatabaseError
 from .health import HealthMonitor, HealthView
 from .metrics import MetricsServer, ServerStatus, combined
-from .policy import DynamicRRset
+from .policy import DynamicRRset, IsUp, static_status
 from .reload import LoadResult, load_all, watch, watched_files
 from .responder import Responder, State
 from .rrl import RateLimiter
@@ -38,6 +38,8 @@ log = logging.getLogger("smartdns")
 LENGTH = struct.Struct("!H")
 UDP_BUFFER = 4096  # a query is never larger; a bigger datagram is cut and answered FORMERR
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the interpreter is busy
+TCP_BACKLOG = 1024
+CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that took the old state
 
 
 def report(result: LoadResult) -> None:
@@ -49,11 +51,12 @@ def report(result: LoadResult) -> None:
         log.error("zone %s: serving its last good version", path)
 
 
-def build_state(config: Config, previous: dict[str, ZoneData] | None = None) -> tuple[State, LoadResult]:
+def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
+                is_up: IsUp = static_status) -> tuple[State, LoadResult]:
     result = load_all(config, previous)
     report(result)
     classifier = Classifier(config.geodb, CONTINENT_OF)
-    return State(Catalog(result.zones), classifier), result
+    return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up), result
 
 
 def dynamic_records(zones: dict[str, ZoneData]) -> list[DynamicRRset]:
@@ -126,7 +129,7 @@ def _bind_group(address: ListenAddress, copies: int) -> list[Listener]:
             udp.bind((address.host, port))
             port = udp.getsockname()[1]
             tcp.bind((address.host, port))
-            tcp.listen(1024)
+            tcp.listen(TCP_BACKLOG)
     except OSError:
         for listener in group:
             listener.udp.close()
@@ -153,6 +156,7 @@ class Server:
         self.responder: Responder
         self.zones: dict[str, ZoneData] = {}
         self.stopping = asyncio.Event()
+        self.reloading = asyncio.Lock()
         self.tcp_clients: Counter[str] = Counter()
         # open connections, least recently active first: when full, the idlest one makes room
         self.tcp_open: dict[asyncio.StreamWriter, None] = {}
@@ -174,12 +178,11 @@ class Server:
         if self.metrics is not None and self.config.metrics is not None:
             # before the zones load, so that /ready can say "not yet"
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
-        state, result = await asyncio.to_thread(build_state, self.config)
+        state, result = await asyncio.to_thread(build_state, self.config, None, self.health.is_up)
         self.zones = dict(result.zones)
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=False)
-        self.responder = Responder(state, ecs=self.config.ecs, is_up=self.health.is_up, server_id=self.config.server_id,
-                                   query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config),
+        self.responder = Responder(state, query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config),
                                    counting=self.config.metrics is not None)
         self.health.on_change.append(self.responder.health_changed)
         self.health.follow(dynamic_records(self.zones))
@@ -188,7 +191,8 @@ class Server:
             threading.Thread(target=self._udp_loop, args=(listener.udp,), daemon=True,
                              name=f"udp {listener.address}").start()
             listener.tcp.setblocking(False)
-            self.tcp_servers.append(await asyncio.start_server(self._tcp_client, sock=listener.tcp))
+            self.tcp_servers.append(await asyncio.start_server(self._tcp_client, sock=listener.tcp,
+                                                               backlog=TCP_BACKLOG))
 
     def _udp_loop(self, sock: socket.socket) -> None:
         """Receive, answer, send: the whole UDP hot path (runs in its own thread)."""
@@ -260,9 +264,13 @@ class Server:
 
     async def reload(self, reason: str) -> None:
         """Re-read config, zones and GeoIP files off the query path; swap in one step."""
+        async with self.reloading:  # a SIGHUP and the watcher at once: one after the other, never crossed
+            await self._reload(reason)
+
+    async def _reload(self, reason: str) -> None:
         config = reload_config(self.config, self.overrides)
         try:
-            state, result = await asyncio.to_thread(build_state, config, self.zones)
+            state, result = await asyncio.to_thread(build_state, config, self.zones, self.health.is_up)
         except GeoDatabaseError as exc:
             log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
             return
@@ -271,15 +279,13 @@ class Server:
             self.responder.rrl = self.rate_limiter(config)
         self.config = config
         self.zones = dict(result.zones)
-        self.responder.ecs = config.ecs
-        self.responder.server_id = config.server_id
         self.responder.query_log = config.query_log_sample
         self.responder.counting = config.metrics is not None
-        self.responder.state = state  # the one swap: queries see old or new data, never a mix
+        self.responder.state = state  # the one swap: each query takes the state once, old or new, never a mix
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=True)
         self.health.follow(dynamic_records(self.zones), config.health)
-        old.classifier.close()
+        asyncio.get_running_loop().call_later(CLOSE_DELAY, old.classifier.close)
         log.info("reloaded (%s): %d zones, %d problems", reason, len(result.zones), len(result.problems))
 
     async def serve(self) -> None:

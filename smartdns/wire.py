@@ -55,7 +55,7 @@ class Malformed(Exception):
     """
 
     def __init__(self, reason: str, rcode: int | None, query_id: int = 0, flags: int = 0,
-                 question: bytes = b"", qcount: int = 0, edns: Edns | None = None) -> None:
+                 question: bytes = b"", edns: Edns | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.rcode = rcode
@@ -153,6 +153,13 @@ def _read_name(data: bytes, pos: int) -> int:
             return -1
         pos += length + 1
     return -1
+
+
+def question_name_end(data: bytes) -> int:
+    """Where the question's (uncompressed) name ends in a one-question message; -1 when there is none."""
+    if len(data) < 17 or data[4] != 0 or data[5] != 1:
+        return -1
+    return _read_name(data, 12)
 
 
 def _options(data: bytes, pos: int, end: int) -> tuple[ClientSubnet | None, bool] | None:

@@ -117,6 +117,8 @@ class Supervisor:
         self.status = ServerStatus()
         self.metrics = MetricsServer(self.total_stats, self.current_status)
         self.stopping = asyncio.Event()
+        self.reloading = asyncio.Lock()
+        self.zones: dict[str, Any] = {}  # the last good version of every zone (for the health targets)
 
     def total_stats(self) -> Stats:
         return combined(self.retired, *[w.snapshot for w in self.workers if w is not None and w.snapshot])
@@ -135,6 +137,12 @@ class Supervisor:
             try:
                 os.close(down_write)
                 os.close(up_read)
+                # nothing of the supervisor's stays open here: its pipes to the other workers (or they
+                # would not see it go), its metrics listener
+                for other_worker in self.workers:
+                    if other_worker is not None:
+                        other_worker.to_worker.close()
+                self.metrics.close_in_child()
                 for other, listeners in enumerate(self.sets):
                     if other != index:
                         for listener in listeners:
@@ -177,8 +185,14 @@ class Supervisor:
 
     async def reload(self, reason: str) -> None:
         """The supervisor's own copy of the zones only tells it what to probe; workers reload themselves."""
+        async with self.reloading:
+            await self._reload()
+
+    async def _reload(self) -> None:
         self.config = reload_config(self.config, self.overrides)
-        result = await asyncio.to_thread(load_all, self.config)
+        # with the last good zones, as the workers do: a broken edit must not stop a zone's health checks
+        result = await asyncio.to_thread(load_all, self.config, self.zones)
+        self.zones = dict(result.zones)
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=True)
         self.health.follow(dynamic_records(dict(result.zones)), self.config.health)
@@ -188,6 +202,7 @@ class Supervisor:
         if self.config.metrics is not None:
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
         result = await asyncio.to_thread(load_all, self.config)
+        self.zones = dict(result.zones)
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=False)
         for index in range(len(self.sets)):

@@ -69,13 +69,26 @@ def test_negative_template_matches_dnspython(responder, name, rdtype, edns, case
     if edns is not None:
         data += opt_record(do=edns[0], options=edns[1])
     query = full_parse(data)
-    resolution = responder.resolve(query)
+    resolution = responder.state.resolve(query)
     policy._rng.seed(1)
-    served = responder.answer(query, "127.0.0.1", False, resolution)
+    served = responder.state.answer(query, "127.0.0.1", False, resolution)
     if resolution.negative:
-        reference = splice(responder._render(query, resolution, (), 65535), query)
+        reference = splice(responder.state.render(query, resolution, (), 65535), query)
         assert served == reference, name
     # and through the hot path, twice (the second time from the cache)
     for _ in range(2):
         policy._rng.seed(1)
         assert responder.respond(data, "127.0.0.1", False) == served
+
+
+def test_case_variants_share_one_cache_entry_and_keep_their_case(responder):
+    from test_authoritative import question
+
+    responder.state.hot_udp.clear()
+    variants = ["www.example.com.", "WWW.Example.COM.", "wWw.eXaMpLe.cOm."]
+    for name in variants:
+        data = header() + question(name)
+        reference = responder.state.answer(full_parse(data), "127.0.0.1", True)
+        assert responder.respond(data, "127.0.0.1", True) == reference  # the query's own case, byte for byte
+        assert dns.name.from_wire(reference, 12)[0].to_text() == name
+    assert list(responder.state.hot_udp) == [(header() + question("www.example.com."))[2:]]

@@ -185,3 +185,23 @@ def test_http_probe_by_status(status, up):
         assert run_probe("HTTP", listener.port)[0] is up
     finally:
         listener.close()
+
+
+def test_follow_drops_removed_targets_even_when_the_timing_changes():
+    from smartdns.config import HealthSettings
+    from smartdns.health import HealthMonitor
+    from smartdns.policy import DynamicRRset, PoolValue
+
+    def record(*addresses: str) -> DynamicRRset:
+        return DynamicRRset("mx", 1, 60, {}, (), tuple(PoolValue(a, None) for a in addresses), 1,
+                            HealthCheck("TCP", 9, "/", None))
+
+    async def scenario() -> set[str]:
+        monitor = HealthMonitor(HealthSettings(interval=60, timeout=0.1))
+        monitor.follow([record("127.0.0.31", "127.0.0.32")])
+        monitor.follow([record("127.0.0.32")], HealthSettings(interval=30, timeout=0.1))
+        kept = {t.address for t in monitor.states} | {t.address for t in monitor.tasks}
+        monitor.stop()
+        return kept
+
+    assert asyncio.run(scenario()) == {"127.0.0.32"}

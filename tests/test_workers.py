@@ -44,3 +44,21 @@ def test_health_is_probed_once_per_target_and_reaches_every_worker(smartdns, geo
     finally:
         domestic.close()
         overseas.close()
+
+
+def test_broken_edit_keeps_health_checking_the_last_good_zone(smartdns, geo_mmdb):
+    port = free_port(DOMESTIC_MX, OVERSEAS_MX)
+    domestic = Listener(DOMESTIC_MX, port)  # the overseas site is down: nothing listens there
+    health = {"interval": 0.5, "timeout": 0.3, "rise": 1, "fall": 1}
+    try:
+        server = smartdns(zones={"example.com": zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
+                          args=("--workers", "2"))
+        server.wait_for_log(rf"health: SMTP {OVERSEAS_MX}:{port} is DOWN")
+        wait_for(lambda: server.query("mx.example.com", "A", source=OVERSEAS).answer[0][0].address == DOMESTIC_MX, 5)
+        server.write_zone("example.com", zone(port).replace("ttl: 5", "ttl: five"))  # a broken edit
+        server.wait_for_log(r"zone error: .*ttl must be an integer")
+        time.sleep(2)  # every process has reloaded; the supervisor must still know the overseas site is down
+        answers = {server.query("mx.example.com", "A", source=OVERSEAS).answer[0][0].address for _ in range(20)}
+        assert answers == {DOMESTIC_MX}
+    finally:
+        domestic.close()
