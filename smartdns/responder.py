@@ -1,17 +1,19 @@
 """One query in, one response out.
 
-The hot path: a response depends only on the query's bytes after its ID, the
-loaded data, health, and — for dynamic records — the client and a weighted
-random pick. So the first answer to a given query shape is kept under those
-bytes (`State.hot_udp`/`hot_tcp`), and every later identical query costs one
-dict lookup and one concatenation with its own ID; a dynamic answer adds the
-client's (cached) decision and the pick. Everything else goes through
-`answer()`, the reference path: parse, look up, decide, render, splice. Both
-give byte-identical responses (tests/test_authoritative.py proves it).
+The hot path: a response depends only on the query's bytes after its ID (the
+question's name compared in lower case), the loaded data, health, and — for
+dynamic records — the client and a weighted random pick. So the first answer to
+a given query shape is kept under those bytes (`State.hot_udp`/`hot_tcp`), and
+every later identical query costs one dict lookup and one concatenation with
+its own ID (and its own case of the name); a dynamic answer adds the client's
+(cached) decision and the pick. Everything else goes through `State.answer()`,
+the reference path: parse, look up, decide, render, splice. Both give
+byte-identical responses (tests/test_authoritative.py, tests/test_fastpaths.py).
 
 Caches are bounded (cleared when full, so a random-name flood cannot grow
-memory) and belong to one `State`, which a reload replaces whole; a health
-change drops the decisions made under the old health.
+memory) and belong to one `State`, which a reload replaces whole; every query
+takes the state once, and a health change replaces the decisions, which each
+query also takes once, so nothing decided under old health or data survives.
 """
 
 from __future__ import annotations
@@ -250,13 +252,15 @@ class Responder:
     def respond(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
         """The response bytes for one packet from `client`, or None to send nothing."""
         self.counter += 1
-        if self.counter % LATENCY_SAMPLE or not self.counting:
-            if not self.query_log:
-                return self._respond(data, client, udp)
-            response = self._respond(data, client, udp)
-        else:
-            started = time.perf_counter()
-            response = self._respond(data, client, udp)
+        if (self.counter % LATENCY_SAMPLE or not self.counting) and not self.query_log:
+            state = self.state  # once: a reload swapping it meanwhile must not mix generations
+            entry = (state.hot_udp if udp else state.hot_tcp).get(data[2:])
+            if entry is not None:  # the common case, one call deep
+                return self._hit(state, entry, data, client, udp)
+            return self._respond(data, client, udp)
+        started = time.perf_counter()
+        response = self._respond(data, client, udp)
+        if self.counting:
             self.stats.observe(time.perf_counter() - started)
         if self.query_log and random.random() < self.query_log:
             self._log(data, client, response, udp)
@@ -288,8 +292,7 @@ class Responder:
             if udp and self.rrl is not None:
                 return self._limit(data[:2] + entry[0], client, entry[2], entry[3])  # type: ignore[index]
             return data[:2] + entry[0]  # type: ignore[index]
-        assert isinstance(entry, Dynamic)
-        # the client's decision (cached), a weighted draw, the response for that draw
+        # a Dynamic entry: the client's decision (cached), a weighted draw, the response for that draw
         decisions = state.decisions  # once: a health change swapping it must not take a stale decision in
         key = (None if entry.client_free else client, entry)  # the entry itself: an id() could be reused
         decided = decisions.get(key)

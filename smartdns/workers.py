@@ -8,8 +8,9 @@ no file access, so a worker can be started again after privileges are gone).
 The supervisor probes health itself, once per target however many workers,
 and writes every change of what is down into each worker's pipe; each worker
 writes "ready" and then its counters every second into another. A worker whose
-supervisor goes away sees its pipe close and exits; a worker that dies is
-forked again on the same sockets.
+supervisor goes away sees its pipe close (each worker closes its copies of
+the others' pipes) and exits; a worker that dies is forked again on the same
+sockets.
 """
 
 from __future__ import annotations
