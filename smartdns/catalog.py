@@ -71,6 +71,13 @@ def _key(name: dns.name.Name) -> bytes:
     return name.canonicalize().to_wire()
 
 
+def _negative_resolution(zone: ZoneData, rcode: int, answer: tuple[Entry, ...]) -> Resolution:
+    """NXDOMAIN/NODATA: SOA in authority with the negative TTL (RFC 2308 3, 5)."""
+    soa = zone.soa.copy()
+    soa.update_ttl(zone.negative_ttl)
+    return Resolution(rcode, True, zone, answer, (Entry(zone.origin, StaticRRset(soa)),))
+
+
 def _suffixes(wire: bytes) -> list[int]:
     """Offsets of every label of a (valid, uncompressed) wire name, the root's last."""
     offsets = []
@@ -89,7 +96,7 @@ class Catalog:
         self._by_origin: dict[bytes, ZoneData] = {_key(z.origin): z for z in zones.values()}
         # NXDOMAIN and NODATA with nothing before them are the same for every name of a zone
         self._negatives: dict[bytes, tuple[Resolution, Resolution]] = {
-            key: (self._negative(zone, NXDOMAIN, []), self._negative(zone, NOERROR, []))
+            key: (_negative_resolution(zone, NXDOMAIN, ()), _negative_resolution(zone, NOERROR, ()))
             for key, zone in self._by_origin.items()
         }
 
@@ -236,10 +243,11 @@ class Catalog:
                           frozenset(e.owner for e in glue))
 
     def _negative(self, zone: ZoneData, rcode: int, answer: list[Entry]) -> Resolution:
-        """NXDOMAIN/NODATA: SOA in authority with the negative TTL (RFC 2308 3, 5)."""
-        soa = zone.soa.copy()
-        soa.update_ttl(zone.negative_ttl)
-        return Resolution(rcode, True, zone, tuple(answer), (Entry(zone.origin, StaticRRset(soa)),))
+        """NXDOMAIN/NODATA; with nothing before it, the zone's precomputed one."""
+        if answer:
+            return _negative_resolution(zone, rcode, tuple(answer))
+        nxdomain, nodata = self._negatives[zone.wire]
+        return nxdomain if rcode == NXDOMAIN else nodata
 
     def _addresses(self, zone: ZoneData, target: dns.name.Name) -> list[Entry]:
         node = zone.nodes.get(_key(target), {})
