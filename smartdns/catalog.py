@@ -19,9 +19,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.HINFO
 
-from .policy import DynamicRRset
+from .model import DynamicRRset, RRsetSource, StaticRRset, ZoneData, immutable_rdataset
 from .wire import NOERROR, NXDOMAIN, REFUSED
-from .zonefile import RRsetSource, StaticRRset, ZoneData
 
 MAX_CHAIN = 12  # CNAME/DNAME steps followed inside our zones before we stop
 ADDITIONAL_FOR = {dns.rdatatype.MX: "exchange", dns.rdatatype.NS: "target", dns.rdatatype.SRV: "target"}
@@ -73,8 +72,7 @@ def _key(name: dns.name.Name) -> bytes:
 
 def _negative_resolution(zone: ZoneData, rcode: int, answer: tuple[Entry, ...]) -> Resolution:
     """NXDOMAIN/NODATA: SOA in authority with the negative TTL (RFC 2308 3, 5)."""
-    soa = zone.soa.copy()
-    soa.update_ttl(zone.negative_ttl)
+    soa = immutable_rdataset(dns.rdatatype.SOA, zone.negative_ttl, tuple(zone.soa))
     return Resolution(rcode, True, zone, answer, (Entry(zone.origin, StaticRRset(soa)),))
 
 
@@ -222,8 +220,8 @@ class Catalog:
             target = name.relativize(owner).concatenate(dname.rdataset[0].target)
         except dns.name.NameTooLong:
             return Resolution(YXDOMAIN, True, zone, tuple(answer))  # RFC 6672 2.2
-        synthesized = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME, ttl=dname.rdataset.ttl)
-        synthesized.add(dns.rdtypes.ANY.CNAME.CNAME(dns.rdataclass.IN, dns.rdatatype.CNAME, target))
+        synthesized = immutable_rdataset(dns.rdatatype.CNAME, dname.rdataset.ttl,
+                                         (dns.rdtypes.ANY.CNAME.CNAME(dns.rdataclass.IN, dns.rdatatype.CNAME, target),))
         answer.append(Entry(name, StaticRRset(synthesized)))
         if qtype == dns.rdatatype.CNAME:
             return Resolution(NOERROR, True, zone, tuple(answer))  # the synthesized CNAME is what was asked

@@ -16,11 +16,11 @@ from . import __version__
 from .catalog import Catalog
 from .config import ConfigError, load_config
 from .geo import Classifier, GeoDatabaseError, Location
-from .policy import DynamicRRset, decide, scope_prefix
-from .responder import client_for
-from .wire import ClientSubnet
+from .model import DynamicRRset, StaticRRset
+from .policy import client_for, decide, scope_prefix
 from .reload import load_all
-from .zonefile import CONTINENT_OF, COUNTRY_NAMES, StaticRRset
+from .wire import ClientSubnet
+from .zonefile import CONTINENT_OF, COUNTRY_NAMES
 
 log = logging.getLogger("smartdns")
 

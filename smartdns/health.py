@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .config import HealthSettings
-from .policy import DynamicRRset, HealthCheck, PoolValue
+from .model import DynamicRRset, HealthCheck, PoolValue
 
 log = logging.getLogger("smartdns.health")
 

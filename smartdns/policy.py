@@ -12,12 +12,12 @@ from __future__ import annotations
 import ipaddress
 import random
 from bisect import bisect_right
-from itertools import accumulate
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from itertools import accumulate
+from typing import Callable, Protocol
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from .model import Address, DynamicRRset, Network, PoolValue, Rule
+from .wire import ClientSubnet
 
 # Pool names used for answers that did not come from a pool; they are also
 # the `pool` label of the answer metrics.
@@ -30,63 +30,6 @@ class Located(Protocol):
     def prefixlen(self) -> int | None: ...
 
     def matches(self, geo: str) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """How to check a record's values (octoDNS `healthcheck`, smartdns extras)."""
-
-    protocol: str  # TCP, HTTP, HTTPS, SMTP
-    port: int
-    path: str = "/_dns"
-    host: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PoolValue:
-    text: str  # presentation form, e.g. "192.0.2.10"; the health-check target for A/AAAA
-    rdata: Any  # the value ready to render (a dnspython rdata)
-    weight: int = 1
-    status: str = "obey"  # up | down | obey (follow the health check)
-
-
-@dataclass(frozen=True, slots=True)
-class Pool:
-    name: str
-    values: tuple[PoolValue, ...]
-    fallback: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    pool: str
-    geos: tuple[str, ...] = ()
-    subnets: tuple[Network, ...] = ()
-
-    def matches(self, address: Address, locate: Callable[[], Located]) -> bool:
-        if any(address in net for net in self.subnets if net.version == address.version):
-            return True
-        if self.geos:
-            location = locate()
-            return any(location.matches(geo) for geo in self.geos)
-        return not self.subnets  # a rule with neither is the catch-all
-
-
-@dataclass(frozen=True, slots=True)
-class DynamicRRset:
-    """One dynamic record (A, AAAA, CNAME or DNAME) as loaded; immutable."""
-
-    name: str  # owner as written in the zone, for messages and metrics ('' is the apex)
-    rdtype: int
-    ttl: int
-    pools: Mapping[str, Pool]
-    rules: tuple[Rule, ...]
-    values: tuple[PoolValue, ...]  # the record's plain values
-    max_answers: int = 1
-    healthcheck: HealthCheck | None = None
-
-    def subnets(self) -> tuple[Network, ...]:
-        return tuple(net for rule in self.rules for net in rule.subnets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +49,15 @@ def static_status(record: DynamicRRset, value: PoolValue) -> bool:
     return value.status != "down"
 
 
+def matches(rule: Rule, address: Address, locate: Callable[[], Located]) -> bool:
+    if any(address in net for net in rule.subnets if net.version == address.version):
+        return True
+    if rule.geos:
+        location = locate()
+        return any(location.matches(geo) for geo in rule.geos)
+    return not rule.subnets  # a rule with neither is the catch-all
+
+
 def decide(record: DynamicRRset, address: Address, locate: Callable[[], Located], is_up: IsUp = static_status) -> Decision:
     """Run the rules for one client; `locate` is called at most once, and only if a geo rule is reached."""
     location: list[Located] = []
@@ -116,7 +68,7 @@ def decide(record: DynamicRRset, address: Address, locate: Callable[[], Located]
         return location[0]
 
     for index, rule in enumerate(record.rules, 1):
-        if not rule.matches(address, located):
+        if not matches(rule, address, located):
             continue
         pool_name: str | None = rule.pool
         seen: set[str] = set()
@@ -199,3 +151,23 @@ def scope_prefix(record_subnets: tuple[Network, ...], address: Address, location
             if common >= scope:
                 scope = common + 1
     return min(scope, bits)
+
+
+def client_for(ecs: ClientSubnet | None, client: str) -> tuple[Address, int, bool]:
+    """Who a decision is for: (address, source prefix, whether the answer needs an ECS scope).
+
+    A usable ECS option (RFC 7871: prefix above 0, a global address) stands for the client;
+    otherwise the packet's source, the resolver, does.
+    """
+    if ecs is not None and ecs.usable():
+        return ecs.ip, ecs.source, True
+    address = client_address(client)
+    return address, address.max_prefixlen, False
+
+
+def client_address(client: str) -> Address:
+    """A socket's peer address as an address (an IPv4 client of a dual-stack socket as IPv4)."""
+    address = ipaddress.ip_address(client.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

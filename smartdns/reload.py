@@ -1,4 +1,5 @@
-"""Loading every zone, and noticing when zones, config or GeoIP files change.
+"""Loading every zone, the load sequence every process runs, and noticing when zones, config or
+GeoIP files change.
 
 A zone that fails to load keeps its last good version (if it ever had one);
 the new data replaces the old in one swap of whole objects.
@@ -9,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
 
-from .config import Config
-from .zonefile import Problem, ZoneData, ZoneLoadError, load_zone
+from .config import Config, ConfigError, load_config
+from .geo import GeoDatabaseError
+from .health import HealthView
+from .metrics import ServerStatus
+from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
+from .zonefile import load_zone
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +114,88 @@ async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitab
             await on_change()
         except Exception:  # a failed reload must not end the watching
             log.exception("reload failed")
+
+
+def report(result: LoadResult) -> None:
+    for problem in result.problems:
+        log.error("zone error: %s", problem)
+    for warning in result.warnings:
+        log.warning("zone warning: %s", warning)
+    for path in result.kept:
+        log.error("zone %s: serving its last good version", path)
+
+
+def dynamic_records(zones: Mapping[str, ZoneData]) -> list[DynamicRRset]:
+    return [source for zone in zones.values() for node in zone.nodes.values()
+            for source in node.values() if isinstance(source, DynamicRRset)]
+
+
+def reload_config(config: Config, overrides: dict[str, Any]) -> Config:
+    """The config file again (flags still override it); the running config if the file is bad."""
+    if not config.source:
+        return config
+    try:
+        fresh = load_config(config.source, **overrides)
+    except ConfigError as exc:
+        log.error("config error, keeping the running config: %s", exc)
+        return config
+    if fresh.listen != config.listen or fresh.workers != config.workers:
+        log.warning("listen addresses or workers changed in the config: restart smartdns to apply them")
+        fresh = replace(fresh, listen=config.listen, workers=config.workers)
+    return fresh
+
+
+Prepared = TypeVar("Prepared")
+
+
+class LoadSequence(Generic[Prepared]):
+    """The one load and reload sequence of a serving process (Server) and of the supervisor.
+
+    Read the config file again (flags still win), load every zone off the event
+    loop keeping the last good version of a file that fails, let the process put
+    the new data in service (`apply`), then count the load and probe the new
+    dynamic records' targets. Reloads run one at a time: a SIGHUP and the file
+    watcher at once go one after the other, never crossed.
+    """
+
+    def __init__(self, config: Config, overrides: dict[str, Any], status: ServerStatus, health: HealthView) -> None:
+        self.config = config
+        self.overrides = overrides  # command-line flags: they stay in force over the file on reload
+        self.status = status
+        self.health = health
+        self.zones: dict[str, ZoneData] = {}  # the last good version of every zone, by file
+        self.reloading = asyncio.Lock()
+
+    def prepare(self, config: Config) -> tuple[Prepared, LoadResult]:
+        """Runs in a worker thread: load the zones and make whatever `apply` needs from them."""
+        raise NotImplementedError
+
+    def apply(self, config: Config, prepared: Prepared, result: LoadResult, first: bool) -> None:
+        """On the event loop: put the new data in service, before `self.config` becomes `config`."""
+
+    def loaded(self, result: LoadResult, reason: str | None) -> None:
+        """After the load is counted and followed (reason None: the first load)."""
+
+    async def load(self) -> LoadResult:
+        """The first load; what fails here fails the start."""
+        return await self._load(self.config, None)
+
+    async def reload(self, reason: str) -> None:
+        """Load again; a GeoIP file that cannot be read keeps the running data."""
+        async with self.reloading:
+            config = reload_config(self.config, self.overrides)
+            try:
+                await self._load(config, reason)
+            except GeoDatabaseError as exc:
+                log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
+
+    async def _load(self, config: Config, reason: str | None) -> LoadResult:
+        prepared, result = await asyncio.to_thread(self.prepare, config)
+        self.apply(config, prepared, result, reason is None)
+        self.config = config
+        self.zones = dict(result.zones)
+        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
+                           not result.problems, reload=reason is not None)
+        self.health.follow(dynamic_records(self.zones), config.health)
+        self.loaded(result, reason)
+        return result

@@ -23,15 +23,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine
 
 from .catalog import Catalog
-from .config import Config, ConfigError, ListenAddress, load_config
-from .geo import Classifier, GeoDatabaseError
+from .config import Config, ListenAddress
+from .geo import Classifier
 from .health import HealthMonitor, HealthView
+from .hotcache import Responder
 from .metrics import MetricsServer, ServerStatus, combined
-from .policy import DynamicRRset, IsUp, static_status
-from .reload import LoadResult, load_all, watch, watched_files
-from .responder import Responder, State
+from .model import ZoneData
+from .policy import IsUp, static_status
+from .reload import LoadResult, LoadSequence, load_all, report, watch, watched_files
+from .responder import State
 from .rrl import RateLimiter
-from .zonefile import CONTINENT_OF, ZoneData
+from .zonefile import CONTINENT_OF
 
 log = logging.getLogger("smartdns")
 
@@ -42,41 +44,12 @@ TCP_BACKLOG = 1024
 CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that took the old state
 
 
-def report(result: LoadResult) -> None:
-    for problem in result.problems:
-        log.error("zone error: %s", problem)
-    for warning in result.warnings:
-        log.warning("zone warning: %s", warning)
-    for path in result.kept:
-        log.error("zone %s: serving its last good version", path)
-
-
 def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
                 is_up: IsUp = static_status) -> tuple[State, LoadResult]:
     result = load_all(config, previous)
     report(result)
     classifier = Classifier(config.geodb, CONTINENT_OF)
     return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up), result
-
-
-def dynamic_records(zones: dict[str, ZoneData]) -> list[DynamicRRset]:
-    return [source for zone in zones.values() for node in zone.nodes.values()
-            for source in node.values() if isinstance(source, DynamicRRset)]
-
-
-def reload_config(config: Config, overrides: dict[str, Any]) -> Config:
-    """The config file again (flags still override it); the running config if the file is bad."""
-    if not config.source:
-        return config
-    try:
-        fresh = load_config(config.source, **overrides)
-    except ConfigError as exc:
-        log.error("config error, keeping the running config: %s", exc)
-        return config
-    if fresh.listen != config.listen or fresh.workers != config.workers:
-        log.warning("listen addresses or workers changed in the config: restart smartdns to apply them")
-        fresh = replace(fresh, listen=config.listen, workers=config.workers)
-    return fresh
 
 
 @dataclass
@@ -139,24 +112,19 @@ def _bind_group(address: ListenAddress, copies: int) -> list[Listener]:
     return [Listener(bound, l.udp, l.tcp) for l in group]
 
 
-class Server:
+class Server(LoadSequence[State]):
     """Serves queries on the listeners given, from data it loads and reloads itself."""
 
     def __init__(self, config: Config, listeners: list[Listener], health: HealthView,
                  overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None,
                  metrics: bool = True, share: float = 1.0) -> None:
-        self.config = config
+        super().__init__(config, overrides or {}, ServerStatus(), health)
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
         self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
-        self.status = ServerStatus()
-        self.overrides = overrides or {}  # command-line flags: they stay in force over the file on reload
         self.listeners = listeners
-        self.health = health
         self.responder: Responder
-        self.zones: dict[str, ZoneData] = {}
         self.stopping = asyncio.Event()
-        self.reloading = asyncio.Lock()
         self.tcp_clients: Counter[str] = Counter()
         # open connections, least recently active first: when full, the idlest one makes room
         self.tcp_open: dict[asyncio.StreamWriter, None] = {}
@@ -178,15 +146,7 @@ class Server:
         if self.metrics is not None and self.config.metrics is not None:
             # before the zones load, so that /ready can say "not yet"
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
-        state, result = await asyncio.to_thread(build_state, self.config, None, self.health.is_up)
-        self.zones = dict(result.zones)
-        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
-                           not result.problems, reload=False)
-        self.responder = Responder(state, query_log=self.config.query_log_sample, rrl=self.rate_limiter(self.config),
-                                   counting=self.config.metrics is not None)
-        self.health.on_change.append(self.responder.health_changed)
-        self.health.follow(dynamic_records(self.zones))
-        log.info("loaded %d zones (%d records)", len(result.zones), sum(z.record_count for z in result.zones.values()))
+        await self.load()
         for listener in self.listeners:
             threading.Thread(target=self._udp_loop, args=(listener.udp,), daemon=True,
                              name=f"udp {listener.address}").start()
@@ -262,31 +222,29 @@ class Server:
         rates = {key: getattr(settings, key) for key in ("responses_per_second", "nxdomains_per_second", "errors_per_second")}
         return RateLimiter(replace(settings, **{k: v * self.share for k, v in rates.items() if v is not None}))
 
-    async def reload(self, reason: str) -> None:
-        """Re-read config, zones and GeoIP files off the query path; swap in one step."""
-        async with self.reloading:  # a SIGHUP and the watcher at once: one after the other, never crossed
-            await self._reload(reason)
+    def prepare(self, config: Config) -> tuple[State, LoadResult]:
+        return build_state(config, self.zones, self.health.is_up)
 
-    async def _reload(self, reason: str) -> None:
-        config = reload_config(self.config, self.overrides)
-        try:
-            state, result = await asyncio.to_thread(build_state, config, self.zones, self.health.is_up)
-        except GeoDatabaseError as exc:
-            log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
+    def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:
+        if first:
+            self.responder = Responder(state, query_log=config.query_log_sample, rrl=self.rate_limiter(config),
+                                       counting=config.metrics is not None)
+            self.health.on_change.append(self.responder.health_changed)
             return
         old = self.responder.state
         if config.rrl != self.config.rrl:
             self.responder.rrl = self.rate_limiter(config)
-        self.config = config
-        self.zones = dict(result.zones)
         self.responder.query_log = config.query_log_sample
         self.responder.counting = config.metrics is not None
         self.responder.state = state  # the one swap: each query takes the state once, old or new, never a mix
-        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
-                           not result.problems, reload=True)
-        self.health.follow(dynamic_records(self.zones), config.health)
         asyncio.get_running_loop().call_later(CLOSE_DELAY, old.classifier.close)
-        log.info("reloaded (%s): %d zones, %d problems", reason, len(result.zones), len(result.problems))
+
+    def loaded(self, result: LoadResult, reason: str | None) -> None:
+        zones = len(result.zones)
+        if reason is None:
+            log.info("loaded %d zones (%d records)", zones, sum(z.record_count for z in result.zones.values()))
+        else:
+            log.info("reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
 
     async def serve(self) -> None:
         await self.start()

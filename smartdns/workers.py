@@ -31,8 +31,8 @@ from .config import Config
 from .health import HealthMonitor, HealthView, decode_down, encode_down
 from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
-from .reload import load_all, watch, watched_files
-from .server import Listener, Server, bind_listeners, dynamic_records, event_loop_runner, on_signals, reload_config
+from .reload import LoadResult, LoadSequence, load_all, watch, watched_files
+from .server import Listener, Server, bind_listeners, event_loop_runner, on_signals
 
 log = logging.getLogger("smartdns")
 
@@ -107,19 +107,19 @@ class Worker:
     snapshot: dict[str, Any] | None = None  # its latest counters
 
 
-class Supervisor:
+class Supervisor(LoadSequence[None]):
+    """Its own copy of the zones only tells it what to probe (the last good version of every zone, as
+    the workers keep: a broken edit must not stop a zone's health checks); workers load and reload
+    themselves."""
+
     def __init__(self, config: Config, sets: list[list[Listener]], overrides: dict[str, Any]) -> None:
-        self.config = config
+        self.health: HealthMonitor
+        super().__init__(config, overrides, ServerStatus(), HealthMonitor(config.health))
         self.sets = sets
-        self.overrides = overrides
-        self.health = HealthMonitor(config.health)
         self.workers: list[Worker | None] = [None] * len(sets)
         self.retired = Stats()  # counters of workers that exited, so that totals never go back
-        self.status = ServerStatus()
         self.metrics = MetricsServer(self.total_stats, self.current_status)
         self.stopping = asyncio.Event()
-        self.reloading = asyncio.Lock()
-        self.zones: dict[str, Any] = {}  # the last good version of every zone (for the health targets)
 
     def total_stats(self) -> Stats:
         return combined(self.retired, *[w.snapshot for w in self.workers if w is not None and w.snapshot])
@@ -184,28 +184,14 @@ class Supervisor:
             if worker is not None:
                 self._send(worker, line)
 
-    async def reload(self, reason: str) -> None:
-        """The supervisor's own copy of the zones only tells it what to probe; workers reload themselves."""
-        async with self.reloading:
-            await self._reload()
-
-    async def _reload(self) -> None:
-        self.config = reload_config(self.config, self.overrides)
-        # with the last good zones, as the workers do: a broken edit must not stop a zone's health checks
-        result = await asyncio.to_thread(load_all, self.config, self.zones)
-        self.zones = dict(result.zones)
-        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
-                           not result.problems, reload=True)
-        self.health.follow(dynamic_records(dict(result.zones)), self.config.health)
+    def prepare(self, config: Config) -> tuple[None, LoadResult]:
+        return None, load_all(config, self.zones)
 
     async def run(self) -> None:
         self.health.on_change.append(self.broadcast)
         if self.config.metrics is not None:
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
-        result = await asyncio.to_thread(load_all, self.config)
-        self.zones = dict(result.zones)
-        self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
-                           not result.problems, reload=False)
+        await self.load()
         for index in range(len(self.sets)):
             self.start_worker(index)
         for worker in self.workers:  # each says "ready" once it answers from loaded data
@@ -213,7 +199,6 @@ class Supervisor:
             await asyncio.to_thread(worker.ready.wait, 60)
         on_signals(self.stopping, self.forward_sighup)  # before the announcement: a SIGHUP right after it counts
         announce(self.sets[0], len(self.sets))
-        self.health.follow(dynamic_records(dict(result.zones)))
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
                                               self.stopping))
         while not self.stopping.is_set():

@@ -1,32 +1,24 @@
 """octoDNS YAML zone files -> immutable `ZoneData`: the only module that imports octodns.
 
-octoDNS validates the records (`Record.new`, `Zone.validate`); on top of it we
-reject what it lets through (duplicate keys, unknown keys, `dynamic` on types
-without dynamic support, TTLs that are not integers) and convert every value to
-a dnspython rdata, ready to render. Every problem names file, line, record and
-reason.
+The adapter between octoDNS and smartdns: the YAML is read with line numbers
+(yamlfile.py), each record's shape is checked (zoneshape.py), octoDNS validates
+the records (`Record.new`, `Zone.validate`), and what it accepted is handed on as
+plain data to the model builder (zonebuild.py). Every problem names file, line,
+record and reason; `_reason_line` finds the line in octoDNS's own messages
+(tests/test_zonefile.py pins the ones it parses).
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import dns.exception
 import dns.name
-import dns.rdata
-import dns.rdataclass
-import dns.rdataset
-import dns.rdatatype
-import dns.rdtypes.ANY.SOA
 from octodns.record import Record
 from octodns.record.base import value_to_rdata_text
 from octodns.record.exception import ValidationError as RecordValidationError
@@ -35,8 +27,12 @@ from octodns.zone import Zone
 from octodns.zone.exception import ValidationError as ZoneValidationError
 
 from .config import SoaSettings
-from .policy import DynamicRRset, HealthCheck, Pool, PoolValue, Rule
+from .model import HealthCheck, Problem, ZoneData, ZoneLoadError
 from .yamlfile import LineDict, YamlError, load_file
+from .zonebuild import DynamicSpec, PoolSpec, RecordSpec, ZoneBuilder
+from .zoneshape import absolute_name_reason, record_shape
+
+__all__ = ["CONTINENT_OF", "COUNTRY_NAMES", "Problem", "ZoneData", "ZoneLoadError", "load_zone", "zone_name_for"]
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +45,9 @@ for _validator in ("no-cname-loop", "root-cname", "dname-coexistence", "mx-targe
     Zone.enable_zone_validator(_validator)
 
 DEFAULT_TTL = 3600  # octoDNS YamlProvider's default_ttl
-MAX_TTL = 2**31 - 1  # RFC 2181 8
-DYNAMIC_TYPES = frozenset({"A", "AAAA", "CNAME", "DNAME"})
-# octoDNS pseudo types that no DNS server can answer as such
-UNSERVABLE_TYPES = frozenset({"ALIAS", "URLFWD"})
-RECORD_KEYS = frozenset({"type", "ttl", "value", "values", "dynamic", "octodns"})
-DYNAMIC_KEYS = frozenset({"pools", "rules"})
-POOL_KEYS = frozenset({"fallback", "values"})
-POOL_VALUE_KEYS = frozenset({"value", "weight", "status"})
-RULE_KEYS = frozenset({"geos", "pool", "subnets"})
-OCTODNS_KEYS = frozenset({"healthcheck", "ignored", "excluded", "included", "lenient", "smartdns"})
-HEALTHCHECK_KEYS = frozenset({"host", "path", "port", "protocol"})
-SMARTDNS_KEYS = frozenset({"max_answers", "healthcheck"})
-HEALTH_PROTOCOLS = frozenset({"TCP", "HTTP", "HTTPS", "SMTP"})
 # A zone file bigger than this is refused unread: YAML costs many times its size in memory,
 # and a runaway generator must not take a serving process down with it.
 MAX_ZONE_BYTES = 64 * 1024 * 1024
-MAX_RDATA = 65535  # RDLENGTH is 16 bits (RFC 1035 3.2.1)
-RR_OVERHEAD = 12  # a compressed owner (2), type, class, TTL, RDLENGTH (10)
-MAX_RRSET = 65535 - 512  # what a 65535-byte message holds after header, question (<= 259) and OPT
 
 # Country -> continent as octoDNS knows it, so that a geo "AS" means what octoDNS means.
 CONTINENT_OF: Mapping[str, str] = MappingProxyType(
@@ -76,58 +56,6 @@ CONTINENT_OF: Mapping[str, str] = MappingProxyType(
 COUNTRY_NAMES: Mapping[str, str] = MappingProxyType(
     {country: info["name"] for countries in geo_data.values() for country, info in countries.items()}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong (or worth a warning) in a zone file."""
-
-    path: str
-    line: int
-    name: str  # the record's name as written ('' is shown as '@', unless rtype is '' too)
-    rtype: str  # '' with name '': a problem of the file itself (size, encoding, YAML syntax)
-    reason: str
-
-    def __str__(self) -> str:
-        if not self.name and not self.rtype:
-            return f"{self.path}:{self.line}: {self.reason}"
-        where = f"{self.name or '@'} {self.rtype}".strip()
-        return f"{self.path}:{self.line}: {where}: {self.reason}"
-
-
-class ZoneLoadError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class StaticRRset:
-    rdataset: dns.rdataset.Rdataset  # never mutated after loading
-
-
-RRsetSource = StaticRRset | DynamicRRset
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneData:
-    """One loaded zone. Names are keyed by lower-case wire form (DNS is case-insensitive)."""
-
-    origin: dns.name.Name
-    path: str
-    nodes: Mapping[bytes, Mapping[int, RRsetSource]]
-    soa: dns.rdataset.Rdataset
-    serial: int
-    warnings: tuple[Problem, ...] = ()
-    record_count: int = 0
-    names: frozenset[bytes] = field(default=frozenset())  # every name and every ancestor up to the apex
-    text: str = ""  # the origin as text, e.g. "example.com."
-    wire: bytes = b""  # the origin in lower-case wire form
-
-    @property
-    def negative_ttl(self) -> int:
-        """RFC 2308 5: min(SOA TTL, SOA MINIMUM)."""
-        return min(self.soa.ttl, self.soa[0].minimum)
 
 
 def zone_name_for(path: Path) -> str:
@@ -195,7 +123,6 @@ class _Loader:
         self.origin = origin
         self.soa_settings = soa
         self.problems: list[Problem] = []
-        self.warnings: list[Problem] = []
         self.zone = Zone(origin.to_text(), [])
 
     def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
@@ -209,7 +136,7 @@ class _Loader:
                 self.problem(line, str(name), "", "record name must be a string")
                 continue
             if name.endswith("."):
-                self.problem(line, name, "", self.absolute_name(name))
+                self.problem(line, name, "", absolute_name_reason(name, self.origin))
                 continue
             if isinstance(entries, LineDict):
                 entries = [entries]
@@ -237,20 +164,8 @@ class _Loader:
             self.problem(1, "", "NS", "the zone has no NS records at its apex")
         if self.problems:
             raise ZoneLoadError(self.problems)
-        return self.build(records)
-
-    def absolute_name(self, name: str) -> str:
-        """Why a name ending in a dot is refused: octoDNS names are relative to the zone (it would
-        read `foo.other.org.` as `foo.other.org..example.com.`, an invalid name)."""
-        try:
-            absolute = dns.name.from_text(name)
-        except dns.exception.DNSException:
-            return f"record names are relative to the zone {self.origin}, and {name!r} ends with a dot"
-        if absolute.is_subdomain(self.origin):
-            relative = absolute.relativize(self.origin).to_text()
-            hint = "''" if relative == "@" else repr(relative)
-            return f"record names are relative to the zone: write {hint} for {absolute}, without the zone and the dot"
-        return f"{absolute} is outside the zone {self.origin}: a zone file holds only names in its zone, relative to it"
+        builder = ZoneBuilder(self.path, self.origin, self.soa_settings)
+        return builder.build([_spec(record, entry) for record, entry in records])
 
     def zone_problem(self, reason: Any, entries_of: dict[int, LineDict]) -> None:
         """A zone-wide octoDNS reason (loops, clashes), placed at the first record it names."""
@@ -276,7 +191,7 @@ class _Loader:
         rtype = entry.get("type")
         rtype_text = rtype if isinstance(rtype, str) else ""
         before = len(self.problems)
-        for reason, at in self.precheck(entry):
+        for reason, at in record_shape(entry):
             self.problem(at, name, rtype_text, reason)
         if len(self.problems) > before:
             return None
@@ -304,193 +219,23 @@ class _Loader:
             return None
         return record
 
-    def precheck(self, entry: LineDict) -> Iterable[tuple[str, int]]:
-        """What octoDNS lets through but a server must not, and shapes octoDNS would fail on unclearly."""
-        if "type" not in entry:
-            yield "missing type (every record needs one, e.g. type: A)", entry.line
-            return
-        rtype = entry["type"]
-        if not isinstance(rtype, str):
-            yield f"type must be a string such as A or MX, got {rtype!r}", entry.line_of("type")
-            return
-        yield from _unknown(entry, RECORD_KEYS, "key")
-        if rtype in UNSERVABLE_TYPES:
-            yield f"{rtype} is an octoDNS provider-specific type that a DNS server cannot serve", entry.line
-        if "ttl" in entry:
-            ttl = entry["ttl"]
-            if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL:
-                yield f"ttl must be an integer from 0 to {MAX_TTL}, got {ttl!r}", entry.line_of("ttl")
-        dynamic = entry.get("dynamic")
-        if dynamic is not None:
-            if rtype not in DYNAMIC_TYPES:
-                yield f"dynamic is not supported on {rtype} (only on {', '.join(sorted(DYNAMIC_TYPES))})", entry.line_of("dynamic")
-            elif not isinstance(dynamic, LineDict):
-                yield "dynamic must be a mapping with pools and rules", entry.line_of("dynamic")
-            else:
-                yield from _dynamic_shape(dynamic)
-        octo = entry.get("octodns")
-        if octo is not None and not isinstance(octo, LineDict):
-            yield "octodns must be a mapping", entry.line_of("octodns")
-        elif isinstance(octo, LineDict):
-            # other keys are settings of other providers (route53, ns1, ...): theirs to check
-            if "healthcheck" in octo:
-                yield from _healthcheck_shape(octo["healthcheck"], octo.line_of("healthcheck"), "octodns.healthcheck")
-            ours = octo.get("smartdns")
-            if ours is not None:
-                if not isinstance(ours, LineDict):
-                    yield "octodns.smartdns must be a mapping", octo.line_of("smartdns")
-                else:
-                    yield from _unknown(ours, SMARTDNS_KEYS, "octodns.smartdns key")
-                    answers = ours.get("max_answers", 1)
-                    if isinstance(answers, bool) or not isinstance(answers, int) or answers < 1:
-                        yield f"max_answers must be a positive integer, got {answers!r}", ours.line_of("max_answers")
-                    if "healthcheck" in ours:
-                        yield from _healthcheck_shape(ours["healthcheck"], ours.line_of("healthcheck"),
-                                                      "octodns.smartdns.healthcheck")
-
-    def build(self, records: list[tuple[Any, LineDict]]) -> ZoneData:
-        nodes: dict[bytes, dict[int, RRsetSource]] = {}
-        digest_items = []
-        for record, entry in records:
-            owner = dns.name.from_text(record.name, self.origin) if record.name else self.origin
-            key = owner.canonicalize().to_wire()
-            rdtype = dns.rdatatype.from_text(record._type)
-            rrset = record.to_rrset()
-            rdatas = [self.rdata(rdtype, text, entry, record) for text in rrset.rdatas]
-            if any(r is None for r in rdatas):
-                continue
-            size = sum(len(r.to_wire()) + RR_OVERHEAD for r in rdatas)
-            if size > MAX_RRSET:
-                self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record._type,
-                             f"the values take {size} bytes in wire format, more than a DNS message can carry "
-                             f"({MAX_RRSET} with its header, question and OPT)")
-                continue
-            plain = tuple(PoolValue(text, rdata) for text, rdata in zip(rrset.rdatas, rdatas))
-            if getattr(record, "dynamic", None):
-                source: RRsetSource = self.dynamic(record, entry, rdtype, plain)
-            else:
-                rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, rdtype, ttl=record.ttl)
-                for rdata in rdatas:
-                    rdataset.add(rdata)
-                source = StaticRRset(rdataset)
-            nodes.setdefault(key, {})[rdtype] = source
-            digest_items.append([record.name, record._type, record.ttl, rrset.rdatas, _plain_data(getattr(record, "dynamic", None)), _plain_data(record.octodns)])
-        if self.problems:
-            raise ZoneLoadError(self.problems)
-        self.warn_geo_bypass(records)
-        soa, serial = self.soa(nodes, digest_items)
-        nodes.setdefault(self.origin.canonicalize().to_wire(), {})[dns.rdatatype.SOA] = StaticRRset(soa)
-        names = set()
-        for key in nodes:
-            name = dns.name.from_wire(key, 0)[0]
-            while len(name) >= len(self.origin):
-                names.add(name.to_wire())
-                name = name.parent()
-        return ZoneData(
-            origin=self.origin,
-            path=self.path,
-            nodes=MappingProxyType({k: MappingProxyType(v) for k, v in nodes.items()}),
-            soa=soa,
-            serial=serial,
-            warnings=tuple(self.warnings),
-            record_count=len(records),
-            names=frozenset(names),
-            text=self.origin.to_text(),
-            wire=self.origin.canonicalize().to_wire(),
+def _spec(record: Any, entry: LineDict) -> RecordSpec:
+    """What octoDNS accepted, as plain data for the model builder."""
+    dynamic = getattr(record, "dynamic", None)
+    spec = None
+    if dynamic:
+        pools = tuple(
+            PoolSpec(pool_id, tuple((value_to_rdata_text(v["value"]), int(v.get("weight", 1)), v.get("status", "obey"))
+                                    for v in pool.data["values"]), pool.data.get("fallback"))
+            for pool_id, pool in dynamic.pools.items()
         )
-
-    def rdata(self, rdtype: int, text: str, entry: LineDict, record: Any) -> dns.rdata.Rdata | None:
-        line = entry.line_of("value") if "value" in entry else entry.line_of("values")
-        try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
-            size = len(rdata.to_wire())
-        except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
-            self.problem(line, record.name, record._type, f"value {_short(text)!r} cannot be encoded: {exc}")
-            return None
-        if size > MAX_RDATA:  # its RDLENGTH could not be written: every answer with it would fail
-            self.problem(line, record.name, record._type,
-                         f"value is {size} bytes in wire format, more than the {MAX_RDATA} one record can hold")
-            return None
-        return rdata
-
-    def dynamic(self, record: Any, entry: LineDict, rdtype: int, plain: tuple[PoolValue, ...]) -> DynamicRRset:
-        def value(item: dict) -> PoolValue:
-            text = value_to_rdata_text(item["value"])
-            rdata = self.rdata(rdtype, text, entry, record)
-            return PoolValue(text, rdata, int(item.get("weight", 1)), item.get("status", "obey"))
-
-        pools = {
-            pool_id: Pool(pool_id, tuple(value(v) for v in pool.data["values"]), pool.data.get("fallback"))
-            for pool_id, pool in record.dynamic.pools.items()
-        }
-        rules = tuple(
-            Rule(
-                rule.data["pool"],
-                tuple(rule.data.get("geos", ())),
-                tuple(ipaddress.ip_network(s, strict=False) for s in rule.data.get("subnets", ())),
-            )
-            for rule in record.dynamic.rules
-        )
+        rules = tuple((rule.data["pool"], tuple(rule.data.get("geos", ())), tuple(rule.data.get("subnets", ())))
+                      for rule in dynamic.rules)
         ours = record.octodns.get("smartdns", {}) or {}
-        return DynamicRRset(
-            name=record.name,
-            rdtype=rdtype,
-            ttl=record.ttl,
-            pools=MappingProxyType(pools),
-            rules=rules,
-            values=plain,
-            max_answers=int(ours.get("max_answers", 1)),
-            healthcheck=_healthcheck(record),
-        )
-
-    def warn_geo_bypass(self, records: list[tuple[Any, LineDict]]) -> None:
-        by_name: dict[str, dict[str, tuple[Any, LineDict]]] = {}
-        for record, entry in records:
-            by_name.setdefault(record.name, {})[record._type] = (record, entry)
-        for name, types in by_name.items():
-            a, aaaa = types.get("A"), types.get("AAAA")
-            if not (a and aaaa):
-                continue
-            a_dyn, aaaa_dyn = bool(getattr(a[0], "dynamic", None)), bool(getattr(aaaa[0], "dynamic", None))
-            if a_dyn != aaaa_dyn:
-                static, kind = (aaaa, "IPv6") if a_dyn else (a, "IPv4")
-                self.warnings.append(Problem(
-                    self.path, static[1].line, name, static[0]._type,
-                    f"A is {'dynamic' if a_dyn else 'static'} but AAAA is {'dynamic' if aaaa_dyn else 'static'}: "
-                    f"{kind} senders bypass the geo decision",
-                ))
-
-    def soa(self, nodes: dict[bytes, dict[int, RRsetSource]], digest_items: list) -> tuple[dns.rdataset.Rdataset, int]:
-        settings = self.soa_settings
-        apex = nodes.get(self.origin.canonicalize().to_wire(), {})
-        ns = apex.get(dns.rdatatype.NS)
-        if settings.mname:
-            mname = dns.name.from_text(settings.mname, self.origin)
-        elif isinstance(ns, StaticRRset):
-            mname = sorted(r.target for r in ns.rdataset)[0]
-        else:
-            mname = dns.name.from_text("ns1", self.origin)
-        rname = dns.name.from_text(settings.rname, self.origin) if settings.rname else dns.name.from_text("hostmaster", self.origin)
-        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum, settings.ttl]
-        serial = settings.serial or content_serial(digest_items, fields)
-        rdata = dns.rdtypes.ANY.SOA.SOA(
-            dns.rdataclass.IN, dns.rdatatype.SOA, mname, rname, serial,
-            settings.refresh, settings.retry, settings.expire, settings.minimum,
-        )
-        rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.SOA, ttl=settings.ttl)
-        rdataset.add(rdata)
-        return rdataset, serial
-
-
-def content_serial(records: list, soa_fields: list) -> int:
-    """A serial from the zone's content alone, so every server with the same data agrees.
-
-    A hash cannot grow monotonically; nothing here transfers zones by serial,
-    and a pinned `serial` in the config is there for those who need one.
-    """
-    canonical = json.dumps([sorted(records, key=lambda r: (r[0], r[1])), soa_fields], sort_keys=True, default=str)
-    serial = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big")
-    return serial or 1
+        spec = DynamicSpec(pools, rules, int(ours.get("max_answers", 1)), _healthcheck(record))
+    texts = record.to_rrset().rdatas
+    digest = [record.name, record._type, record.ttl, texts, _plain_data(dynamic), _plain_data(record.octodns)]
+    return RecordSpec(record.name, record._type, record.ttl, tuple(texts), entry, spec, digest)
 
 
 def _plain_data(value: Any) -> Any:
@@ -522,69 +267,6 @@ def _healthcheck(record: Any) -> HealthCheck | None:
         path=str(merged.get("path", "/_dns")),
         host=merged.get("host") or record.fqdn.rstrip("."),
     )
-
-
-def _dynamic_shape(dynamic: LineDict) -> Iterable[tuple[str, int]]:
-    """Unknown keys and wrong shapes in `dynamic` (octoDNS would fail on them with a bare TypeError)."""
-    yield from _unknown(dynamic, DYNAMIC_KEYS, "dynamic key")
-    pools = dynamic.get("pools")
-    if pools is not None and not isinstance(pools, LineDict):
-        yield "dynamic pools must be a mapping of pool names to pools", dynamic.line_of("pools")
-    elif pools is not None:
-        for pool_id, pool in pools.items():
-            if not isinstance(pool, LineDict):
-                yield f"pool {pool_id!r} must be a mapping with values", pools.line_of(pool_id)
-                continue
-            yield from _unknown(pool, POOL_KEYS, "pool key")
-            values = pool.get("values")
-            if values is not None and not isinstance(values, list):
-                yield f"pool {pool_id!r}: values must be a list of mappings with a value", pool.line_of("values")
-                continue
-            for value in values or []:
-                if isinstance(value, LineDict):
-                    yield from _unknown(value, POOL_VALUE_KEYS, "pool value key")
-                else:
-                    yield f"pool {pool_id!r}: each value must be a mapping with a value, got {value!r}", pool.line_of("values")
-    rules = dynamic.get("rules")
-    if rules is not None and not isinstance(rules, list):
-        yield "dynamic rules must be a list", dynamic.line_of("rules")
-    elif rules is not None:
-        for index, rule in enumerate(rules, 1):
-            if isinstance(rule, LineDict):
-                yield from _unknown(rule, RULE_KEYS, "rule key")
-            else:
-                yield f"rule {index} must be a mapping with a pool, got {rule!r}", dynamic.line_of("rules")
-
-
-def _healthcheck_shape(check: Any, line: int, what: str) -> Iterable[tuple[str, int]]:
-    """A health check smartdns can run: the prober would otherwise fail at run time, not here."""
-    if not isinstance(check, LineDict):
-        yield f"{what} must be a mapping", line
-        return
-    yield from _unknown(check, HEALTHCHECK_KEYS, "healthcheck key")
-    if "protocol" in check and check["protocol"] not in HEALTH_PROTOCOLS:
-        yield (f"healthcheck protocol must be one of {', '.join(sorted(HEALTH_PROTOCOLS))}, got {check['protocol']!r}",
-               check.line_of("protocol"))
-    port = check.get("port", 1)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        yield f"healthcheck port must be an integer from 1 to 65535, got {port!r}", check.line_of("port")
-    path = check.get("path", "/")
-    if not isinstance(path, str) or not path.startswith("/"):
-        yield f"healthcheck path must be a string starting with /, got {path!r}", check.line_of("path")
-    host = check.get("host")
-    if host is not None and (not isinstance(host, str) or not host):
-        yield f"healthcheck host must be a host name, got {host!r}", check.line_of("host")
-
-
-def _short(text: str, limit: int = 80) -> str:
-    """A value as quoted in a message: long values cut, so that one error stays one readable line."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _unknown(mapping: LineDict, known: frozenset[str], what: str) -> Iterable[tuple[str, int]]:
-    for key in mapping:
-        if key not in known:
-            yield f"unknown {what} {key!r} (known: {', '.join(sorted(known))})", mapping.line_of(key)
 
 
 def _with_context(data: dict, entry: LineDict) -> LineDict:

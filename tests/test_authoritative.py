@@ -40,7 +40,8 @@ from conftest import DOMESTIC, OVERSEAS, REPO, SmartDNS, build_mmdb
 from smartdns.catalog import Catalog
 from smartdns.config import SoaSettings
 from smartdns.geo import Classifier
-from smartdns.responder import Responder, State
+from smartdns.hotcache import Responder
+from smartdns.responder import State
 from smartdns.wire import Malformed, fast_parse, full_parse
 from smartdns.zonefile import CONTINENT_OF, load_zone
 

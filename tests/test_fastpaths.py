@@ -17,7 +17,8 @@ from smartdns import policy
 from smartdns.catalog import Catalog
 from smartdns.config import SoaSettings
 from smartdns.geo import Classifier
-from smartdns.responder import Responder, State
+from smartdns.hotcache import Responder
+from smartdns.responder import State
 from smartdns.wire import full_parse, splice
 from smartdns.zonefile import CONTINENT_OF, load_zone
 from test_authoritative import NET_SOA_MINIMUM, NET_SOA_TTL, SOA_MINIMUM, SOA_TTL, ZONES, header, opt_record

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from conftest import DOMESTIC, OVERSEAS, SmartDNS, build_mmdb
 from smartdns import wire
-from smartdns.responder import Responder
+from smartdns.hotcache import Responder
 from smartdns.wire import Malformed, Query, fast_parse, full_parse
 from test_authoritative import (
     PROPERTY, _start, bad_ecs_queries, ecs_option, fresh_responder, header, queries, read_frame,

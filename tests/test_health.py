@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DOMESTIC, OVERSEAS, wait_for
 from smartdns.health import Target, probe
-from smartdns.policy import HealthCheck
+from smartdns.model import HealthCheck
 
 DOMESTIC_MX = "127.0.0.21"
 OVERSEAS_MX = "127.0.0.22"
@@ -190,7 +190,7 @@ def test_http_probe_by_status(status, up):
 def test_follow_drops_removed_targets_even_when_the_timing_changes():
     from smartdns.config import HealthSettings
     from smartdns.health import HealthMonitor
-    from smartdns.policy import DynamicRRset, PoolValue
+    from smartdns.model import DynamicRRset, PoolValue
 
     def record(*addresses: str) -> DynamicRRset:
         return DynamicRRset("mx", 1, 60, {}, (), tuple(PoolValue(a, None) for a in addresses), 1,

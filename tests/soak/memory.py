@@ -10,7 +10,7 @@ VmRSS from /proc/PID/status:
   3. after `--ecs` queries for `mx.example.com A` with random ECS prefixes (usable IPv4 /24s
      and IPv6 /56s): every one a new hot entry, a new client decision, a new classification;
   4. after a second round of random names, to show the level reached stays flat.
-Whole responses are kept for at most 30,000 query shapes (responder.HOT_LIMIT; the
+Whole responses are kept for at most 30,000 query shapes (hotcache.HOT_LIMIT; the
 client decisions go with them when that cache is cleared), other caches at most 50,000
 entries (responder.CACHE_LIMIT; the classifier's LRU 65,536), so growth is bounded by one
 full generation of caches whatever the flood's size. A random-name query costs next to

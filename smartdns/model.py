@@ -1,0 +1,136 @@
+"""The loaded data: what a zone file becomes, and what the answer path reads.
+
+Every object here is immutable once built (frozen, slotted dataclasses;
+dnspython `ImmutableRdataset` for the rdatasets): a reload builds new ones and
+swaps them in whole, so a query never sees data change under it, from any
+thread. Building them is zonefile.py's job; reading them needs no octoDNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong (or worth a warning) in a zone file."""
+
+    path: str
+    line: int
+    name: str  # the record's name as written ('' is shown as '@', unless rtype is '' too)
+    rtype: str  # '' with name '': a problem of the file itself (size, encoding, YAML syntax)
+    reason: str
+
+    def __str__(self) -> str:
+        if not self.name and not self.rtype:
+            return f"{self.path}:{self.line}: {self.reason}"
+        where = f"{self.name or '@'} {self.rtype}".strip()
+        return f"{self.path}:{self.line}: {where}: {self.reason}"
+
+
+class ZoneLoadError(Exception):
+    """A zone file that cannot be served, with every problem found in it."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How to check a record's values (octoDNS `healthcheck`, smartdns extras)."""
+
+    protocol: str  # TCP, HTTP, HTTPS, SMTP
+    port: int
+    path: str = "/_dns"
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolValue:
+    text: str  # presentation form, e.g. "192.0.2.10"; the health-check target for A/AAAA
+    rdata: dns.rdata.Rdata  # the value ready to render
+    weight: int = 1
+    status: str = "obey"  # up | down | obey (follow the health check)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    values: tuple[PoolValue, ...]
+    fallback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a dynamic record; matching it is policy.py's job."""
+
+    pool: str
+    geos: tuple[str, ...] = ()
+    subnets: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicRRset:
+    """One dynamic record (A, AAAA, CNAME or DNAME) as loaded."""
+
+    name: str  # owner as written in the zone, for messages and metrics ('' is the apex)
+    rdtype: dns.rdatatype.RdataType
+    ttl: int
+    pools: Mapping[str, Pool]
+    rules: tuple[Rule, ...]
+    values: tuple[PoolValue, ...]  # the record's plain values
+    max_answers: int = 1
+    healthcheck: HealthCheck | None = None
+
+    def subnets(self) -> tuple[Network, ...]:
+        return tuple(net for rule in self.rules for net in rule.subnets)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRRset:
+    rdataset: dns.rdataset.ImmutableRdataset
+
+
+RRsetSource = StaticRRset | DynamicRRset
+
+
+def immutable_rdataset(rdtype: dns.rdatatype.RdataType, ttl: int,
+                       rdatas: "list[dns.rdata.Rdata] | tuple[dns.rdata.Rdata, ...]") -> dns.rdataset.ImmutableRdataset:
+    """An IN rdataset that nothing can change after this."""
+    rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, rdtype, ttl=ttl)
+    for rdata in rdatas:
+        rdataset.add(rdata)
+    return dns.rdataset.ImmutableRdataset(rdataset)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneData:
+    """One loaded zone. Names are keyed by lower-case wire form (DNS is case-insensitive)."""
+
+    origin: dns.name.Name
+    path: str
+    nodes: Mapping[bytes, Mapping[dns.rdatatype.RdataType, RRsetSource]]
+    soa: dns.rdataset.ImmutableRdataset
+    serial: int
+    warnings: tuple[Problem, ...] = ()
+    record_count: int = 0
+    names: frozenset[bytes] = field(default=frozenset())  # every name and every ancestor up to the apex
+    text: str = ""  # the origin as text, e.g. "example.com."
+    wire: bytes = b""  # the origin in lower-case wire form
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308 5: min(SOA TTL, SOA MINIMUM)."""
+        return min(self.soa.ttl, self.soa[0].minimum)

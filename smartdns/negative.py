@@ -1,0 +1,70 @@
+"""Negative answers (NXDOMAIN, NODATA) for any name of a zone from one template.
+
+A random-name flood must not cost a render per name: the response for a name
+that does not exist differs from the apex's only in the question and in the
+compression pointers at the zone's name. The template is made from two
+renderings by dnspython, so its bytes are the reference path's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dns.name
+import dns.rdtypes.ANY.SOA
+
+from .wire import Query, Rendered
+
+
+class NegativeTemplate:
+    """A negative response for any name of a zone, from two renderings by dnspython.
+
+    Rendered for the apex and for one label under it, the two differ only in the
+    compression pointers that point at the zone's name inside the question; for
+    another name those bytes point where the zone's name starts in its question.
+    A name ending in the SOA's own names would compress differently: not templated.
+    """
+
+    __slots__ = ("head", "pieces", "pointers", "origin_length", "avoid", "opt_from_end")
+
+    def __init__(self, head: bytes, pieces: list[bytes], pointers: int, origin_length: int,
+                 avoid: tuple[bytes, ...], opt_from_end: int) -> None:
+        self.head, self.pieces, self.pointers = head, pieces, pointers
+        self.origin_length, self.avoid, self.opt_from_end = origin_length, avoid, opt_from_end
+
+    @classmethod
+    def build(cls, render_for: Callable[[dns.name.Name], Rendered], origin: dns.name.Name,
+              soa: dns.rdtypes.ANY.SOA.SOA) -> NegativeTemplate | None:
+        apex = render_for(origin)
+        below = render_for(dns.name.Name((b"a",) + origin.labels))
+        origin_wire = origin.canonicalize().to_wire()
+        qend_apex = 12 + len(origin_wire) + 4
+        tail_apex, tail_below = apex.wire[qend_apex:], below.wire[qend_apex + 2:]
+        if len(tail_apex) != len(tail_below) or apex.truncated:
+            return None
+        cuts = [i for i in range(len(tail_apex)) if tail_apex[i] != tail_below[i]]
+        if any(tail_apex[i] != 12 or tail_below[i] != 14 or tail_apex[i - 1] != 0xC0 for i in cuts):
+            return None  # not just pointers at the zone's name: render every name instead
+        pieces, last = [], 0
+        for i in cuts:
+            pieces.append(tail_apex[last:i - 1])
+            last = i + 1
+        pieces.append(tail_apex[last:])
+        avoid = tuple(n.canonicalize().to_wire() for n in (soa.mname, soa.rname))
+        opt_from_end = len(apex.wire) - apex.opt_rdlen_at if apex.opt_rdlen_at >= 0 else -1
+        return cls(apex.wire[:12], pieces, len(cuts), len(origin_wire), avoid, opt_from_end)
+
+    def render(self, query: Query) -> Rendered | None:
+        qname = query.qname
+        if qname.endswith(self.avoid[0]) or qname.endswith(self.avoid[1]):
+            return None
+        pointer = (0xC000 | (12 + len(qname) - self.origin_length)).to_bytes(2, "big")
+        wire = self.head + query.question + pointer.join(self.pieces)
+        return Rendered(wire, len(wire) - self.opt_from_end if self.opt_from_end >= 0 else -1, False)
+
+
+def with_name(query: Query, name: dns.name.Name) -> Query:
+    """The same query for another name (to render a template)."""
+    wire = name.canonicalize().to_wire()
+    return Query(query.id, query.flags, wire, query.qtype, query.qclass,
+                 wire + query.question[-4:], query.edns)

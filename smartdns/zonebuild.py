@@ -1,0 +1,216 @@
+"""Validated records -> the immutable model (`ZoneData`).
+
+The records arrive as plain data (`RecordSpec`) from the octoDNS adapter
+(zonefile.py); here every value becomes a dnspython rdata, sizes are checked
+against what a DNS message can carry, the SOA and its content-derived serial
+are made, and the zone's names are indexed for the answer path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+
+from .config import SoaSettings
+from .model import (
+    DynamicRRset, HealthCheck, Pool, PoolValue, Problem, RRsetSource, Rule, StaticRRset, ZoneData, ZoneLoadError,
+    immutable_rdataset,
+)
+from .yamlfile import LineDict
+
+MAX_RDATA = 65535  # RDLENGTH is 16 bits (RFC 1035 3.2.1)
+RR_OVERHEAD = 12  # a compressed owner (2), type, class, TTL, RDLENGTH (10)
+MAX_RRSET = 65535 - 512  # what a 65535-byte message holds after header, question and OPT
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    name: str
+    values: tuple[tuple[str, int, str], ...]  # (value text, weight, status)
+    fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicSpec:
+    pools: tuple[PoolSpec, ...]
+    rules: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]  # (pool, geos, subnets)
+    max_answers: int
+    healthcheck: HealthCheck | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    """One record as octoDNS validated it, in plain data."""
+
+    name: str  # relative to the zone, '' for the apex
+    rtype: str
+    ttl: int
+    texts: tuple[str, ...]  # the values in presentation form
+    entry: LineDict  # where it was written, for messages
+    dynamic: DynamicSpec | None
+    digest: list[Any]  # what the content serial is made from
+
+
+class ZoneBuilder:
+    def __init__(self, path: str, origin: dns.name.Name, soa: SoaSettings) -> None:
+        self.path = path
+        self.origin = origin
+        self.soa_settings = soa
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
+        self.problems.append(Problem(self.path, line, name, rtype, reason))
+
+    def build(self, records: list[RecordSpec]) -> ZoneData:
+        nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]] = {}
+        digest_items = []
+        for record in records:
+            entry = record.entry
+            owner = dns.name.from_text(record.name, self.origin) if record.name else self.origin
+            key = owner.canonicalize().to_wire()
+            rdtype = dns.rdatatype.RdataType.make(record.rtype)
+            rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
+            if any(r is None for r in rdatas):
+                continue
+            size = sum(len(r.to_wire()) + RR_OVERHEAD for r in rdatas if r is not None)
+            if size > MAX_RRSET:
+                self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record.rtype,
+                             f"the values take {size} bytes in wire format, more than a DNS message can carry "
+                             f"({MAX_RRSET} with its header, question and OPT)")
+                continue
+            plain = tuple(PoolValue(text, rdata) for text, rdata in zip(record.texts, rdatas) if rdata is not None)
+            source: RRsetSource
+            if record.dynamic is not None:
+                source = self.dynamic(record, record.dynamic, rdtype, plain)
+            else:
+                source = StaticRRset(immutable_rdataset(rdtype, record.ttl, [v.rdata for v in plain]))
+            nodes.setdefault(key, {})[rdtype] = source
+            digest_items.append(record.digest)
+        if self.problems:
+            raise ZoneLoadError(self.problems)
+        self.warn_geo_bypass(records)
+        soa, serial = self.soa(nodes, digest_items)
+        nodes.setdefault(self.origin.canonicalize().to_wire(), {})[dns.rdatatype.SOA] = StaticRRset(soa)
+        names = set()
+        for key in nodes:
+            name = dns.name.from_wire(key, 0)[0]
+            while len(name) >= len(self.origin):
+                names.add(name.to_wire())
+                name = name.parent()
+        return ZoneData(
+            origin=self.origin,
+            path=self.path,
+            nodes=MappingProxyType({k: MappingProxyType(v) for k, v in nodes.items()}),
+            soa=soa,
+            serial=serial,
+            warnings=tuple(self.warnings),
+            record_count=len(records),
+            names=frozenset(names),
+            text=self.origin.to_text(),
+            wire=self.origin.canonicalize().to_wire(),
+        )
+
+    def rdata(self, rdtype: dns.rdatatype.RdataType, text: str, record: RecordSpec) -> dns.rdata.Rdata | None:
+        entry = record.entry
+        line = entry.line_of("value") if "value" in entry else entry.line_of("values")
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
+            size = len(rdata.to_wire())
+        except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
+            self.problem(line, record.name, record.rtype, f"value {_short(text)!r} cannot be encoded: {exc}")
+            return None
+        if size > MAX_RDATA:  # its RDLENGTH could not be written: every answer with it would fail
+            self.problem(line, record.name, record.rtype,
+                         f"value is {size} bytes in wire format, more than the {MAX_RDATA} one record can hold")
+            return None
+        return rdata
+
+    def dynamic(self, record: RecordSpec, spec: DynamicSpec, rdtype: dns.rdatatype.RdataType,
+                plain: tuple[PoolValue, ...]) -> DynamicRRset:
+        def value(text: str, weight: int, status: str) -> PoolValue | None:
+            rdata = self.rdata(rdtype, text, record)
+            return PoolValue(text, rdata, weight, status) if rdata is not None else None
+
+        pools = {}
+        for pool in spec.pools:
+            values = tuple(value(*v) for v in pool.values)
+            pools[pool.name] = Pool(pool.name, tuple(v for v in values if v is not None), pool.fallback)
+        rules = tuple(
+            Rule(pool, geos, tuple(ipaddress.ip_network(s, strict=False) for s in subnets))
+            for pool, geos, subnets in spec.rules
+        )
+        return DynamicRRset(
+            name=record.name,
+            rdtype=rdtype,
+            ttl=record.ttl,
+            pools=MappingProxyType(pools),
+            rules=rules,
+            values=plain,
+            max_answers=spec.max_answers,
+            healthcheck=spec.healthcheck,
+        )
+
+    def warn_geo_bypass(self, records: list[RecordSpec]) -> None:
+        by_name: dict[str, dict[str, RecordSpec]] = {}
+        for record in records:
+            by_name.setdefault(record.name, {})[record.rtype] = record
+        for name, types in by_name.items():
+            a, aaaa = types.get("A"), types.get("AAAA")
+            if not (a and aaaa):
+                continue
+            a_dyn, aaaa_dyn = a.dynamic is not None, aaaa.dynamic is not None
+            if a_dyn != aaaa_dyn:
+                static, kind = (aaaa, "IPv6") if a_dyn else (a, "IPv4")
+                self.warnings.append(Problem(
+                    self.path, static.entry.line, name, static.rtype,
+                    f"A is {'dynamic' if a_dyn else 'static'} but AAAA is {'dynamic' if aaaa_dyn else 'static'}: "
+                    f"{kind} senders bypass the geo decision",
+                ))
+
+    def soa(self, nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]],
+            digest_items: list[Any]) -> tuple[dns.rdataset.ImmutableRdataset, int]:
+        settings = self.soa_settings
+        apex = nodes.get(self.origin.canonicalize().to_wire(), {})
+        ns = apex.get(dns.rdatatype.NS)
+        if settings.mname:
+            mname = dns.name.from_text(settings.mname, self.origin)
+        elif isinstance(ns, StaticRRset):
+            mname = sorted(r.target for r in ns.rdataset)[0]
+        else:
+            mname = dns.name.from_text("ns1", self.origin)
+        rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
+        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum, settings.ttl]
+        serial = settings.serial or content_serial(digest_items, fields)
+        rdata = dns.rdtypes.ANY.SOA.SOA(
+            dns.rdataclass.IN, dns.rdatatype.SOA, mname, rname, serial,
+            settings.refresh, settings.retry, settings.expire, settings.minimum,
+        )
+        return immutable_rdataset(dns.rdatatype.SOA, settings.ttl, (rdata,)), serial
+
+
+def content_serial(records: list[Any], soa_fields: list[Any]) -> int:
+    """A serial from the zone's content alone, so every server with the same data agrees.
+
+    A hash cannot grow monotonically; nothing here transfers zones by serial,
+    and a pinned `serial` in the config is there for those who need one.
+    """
+    canonical = json.dumps([sorted(records, key=lambda r: (r[0], r[1])), soa_fields], sort_keys=True, default=str)
+    serial = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big")
+    return serial or 1
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A value as quoted in a message: long values cut, so that one error stays one readable line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

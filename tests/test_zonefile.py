@@ -1,0 +1,103 @@
+"""The octoDNS messages smartdns reads: pinned, so an octoDNS upgrade that rewords one fails here
+instead of silently losing the line a problem is reported at.
+
+`zonefile._reason_line` finds the line of an octoDNS reason by its words (`rule N`, `... in pool
+"P" value N`, `loop in pool fallbacks: P`, a quoted pool name, a quoted bad value), and a
+duplicate record's line by `existing: ... line N`. Each case below is one of those shapes; the
+expected line is where an admin must look.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from smartdns.config import SoaSettings
+from smartdns.zonefile import ZoneLoadError, load_zone
+
+DYNAMIC_ZONE = """\
+---
+'':
+  - type: NS
+    values: [ns1.example.com.]
+a:
+  dynamic:
+    pools:
+      one:
+        fallback: two
+        values:
+          - value: 192.0.2.1
+            weight: 0
+      two:
+        fallback: one
+        values:
+          - value: 192.0.2.300
+      unused:
+        values:
+          - value: 192.0.2.3
+    rules:
+      - geos: [XX-YY]
+        pool: one
+      - pool: nowhere
+  ttl: 60
+  type: A
+  values: [192.0.2.1]
+b:
+  type: A
+  values: [192.0.2.999]
+c:
+  type: A
+  value: 1.2.3
+d:
+  type: MX
+  values:
+    - exchange: mx.example.com.
+"""
+
+RECORD_ZONE = """\
+---
+'':
+  - type: NS
+    values: [ns1.example.com.]
+b:
+  - type: A
+    value: 192.0.2.1
+  - type: A
+    value: 192.0.2.2
+c:
+  type: BOGUS
+  value: x
+"""
+
+
+def problems(tmp_path: Path, text: str) -> list[tuple[int, str, str, str]]:
+    path = tmp_path / "example.com.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ZoneLoadError) as caught:
+        load_zone(path, SoaSettings())
+    return [(p.line, p.name, p.rtype, p.reason) for p in caught.value.problems]
+
+
+def test_dynamic_reasons_point_at_the_pool_rule_or_value(tmp_path):
+    assert problems(tmp_path, DYNAMIC_ZONE) == [
+        (12, "a", "A", 'invalid weight "0" in pool "one" value 1, via: dynamic'),  # the weight's line
+        (8, "a", "A", 'pool "one" has single value with weight!=1, via: dynamic'),  # the pool's line
+        (9, "a", "A", "loop in pool fallbacks: one -> two, via: dynamic"),  # the fallback starting it
+        (16, "a", "A", 'invalid IPv4 address "192.0.2.300", via: ip-value-rfc'),  # the pool value
+        (14, "a", "A", "loop in pool fallbacks: two -> one, via: dynamic"),
+        (21, "a", "A", 'rule 1 unknown continent code "XX-YY", via: dynamic'),  # the rule
+        (23, "a", "A", 'rule 2 undefined pool "nowhere", via: dynamic'),
+        (17, "a", "A", 'unused pools: "unused", via: dynamic'),
+        (29, "b", "A", 'invalid IPv4 address "192.0.2.999", via: ip-value-rfc'),  # `values`
+        (32, "c", "A", 'invalid IPv4 address "1.2.3", via: ip-value-rfc'),  # `value`
+        (34, "d", "MX", "missing preference, via: mx-value"),  # the record
+    ]
+
+
+def test_duplicate_and_unknown_type_messages_stay_one_line(tmp_path):
+    assert problems(tmp_path, RECORD_ZONE) == [
+        (8, "b", "A", "duplicate record: b A is already defined at line 6"),
+        (11, "c", "BOGUS", 'Unknown record type: "BOGUS"'),
+    ]
