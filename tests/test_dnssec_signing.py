@@ -24,7 +24,8 @@ from smartdns.dnssec import keys
 from smartdns.dnssec.denial import sort_key
 from smartdns.dnssec.sign import INCEPTION_SKEW, VALIDITY, WINDOW, Signer, window_at
 from smartdns.dnssec.zone import apex_key_rdatasets, sign_nodes, variants
-from smartdns.zonefile import StaticRRset, load_zone
+from smartdns.model import StaticRRset
+from smartdns.zonefile import load_zone
 
 ZONE = dns.name.from_text("example.com.")
 NOW = 1_790_000_000  # a fixed clock: 2026-09-21
@@ -176,7 +177,7 @@ def test_nsec_lookups_in_canonical_order(tmp_path: Path) -> None:
 
 
 def test_variants_grow_with_max_answers_not_clients(tmp_path: Path) -> None:
-    from smartdns.policy import DynamicRRset, Pool, PoolValue
+    from smartdns.model import DynamicRRset, Pool, PoolValue
 
     values = tuple(PoolValue(f"192.0.2.{i}", dns.rdata.from_text(1, 1, f"192.0.2.{i}")) for i in range(1, 6))
     record = DynamicRRset("mx", dns.rdatatype.A, 60, {"p": Pool("p", values)}, (), values[:2], max_answers=2)

@@ -24,7 +24,7 @@ import dns.rdataset
 import dns.rdatatype
 from dns.rdtypes.ANY.CDNSKEY import CDNSKEY
 
-from ..policy import DynamicRRset, PoolValue
+from ..model import DynamicRRset, PoolValue
 from .denial import NsecChain, wire_of
 from .keys import ZoneKey
 from .sign import Signer, Window
