@@ -4,52 +4,61 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
+import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import dns.exception
 import dns.name
 import dns.rdatatype
 
 from . import __version__
-from .catalog import Catalog
-from .config import ConfigError, load_config
-from .geo import Classifier, GeoDatabaseError, Location
-from .model import DynamicRRset, StaticRRset
-from .policy import client_for, decide, scope_prefix
-from .reload import load_all
-from .wire import ClientSubnet
-from .zonefile import CONTINENT_OF, COUNTRY_NAMES
+from .config import ConfigError, load_config, parse_listen
+from .logs import LEVELS, setup_logging
 
 log = logging.getLogger("smartdns")
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                 "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+EXIT_CODES = """exit codes:
+  0  ok
+  1  problems found (check: zone errors; serve: cannot listen; geodb build: bad rows)
+  2  usage or config error (a bad argument, an unreadable or invalid config)"""
 
 
-def setup_logging(fmt: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("Record", "Zone", "_DynamicPool", "asyncio"):  # octoDNS logs its own warnings too
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (`smartdns serve: argument --listen: ...`) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _listen_argument(text: str) -> str:
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _count_argument(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _network_argument(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a subnet like 1.0.1.0/24 or 2001:db8::/56") from None
+    return text
 
 
 def _common(parser: argparse.ArgumentParser, geodb: bool = True) -> None:
-    parser.add_argument("--config", help="smartdns.yaml (default: built-in defaults)")
-    parser.add_argument("--zones", help="zones directory (default ./zones)")
+    parser.add_argument("--config", metavar="FILE", help="smartdns.yaml (default: built-in defaults)")
+    parser.add_argument("--zones", metavar="DIR", help="zones directory (default ./zones)")
     if geodb:
         parser.add_argument("--geodb", action="append", default=None, metavar="FILE",
                             help=".mmdb file, first hit wins; repeat for several (default: embedded country data)")
@@ -60,35 +69,77 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smartdns", description="GeoIP-aware authoritative DNS for mail domains")
+    epilog = argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog="smartdns", description="GeoIP-aware authoritative DNS for mail domains",
+                    epilog=EXIT_CODES, formatter_class=epilog)
     parser.add_argument("--version", action="version", version=f"smartdns {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do:")
 
-    serve = sub.add_parser("serve", help="answer DNS queries")
+    serve = sub.add_parser("serve", help="answer DNS queries", epilog=EXIT_CODES, formatter_class=epilog)
     _common(serve)
-    serve.add_argument("--listen", action="append", default=None, metavar="HOST:PORT",
+    serve.add_argument("--listen", action="append", default=None, metavar="HOST:PORT", type=_listen_argument,
                        help="UDP and TCP address, repeatable; IPv6 as [::1]:5353 (default 127.0.0.1:5353)")
-    serve.add_argument("--workers", type=int, default=None, metavar="N",
+    serve.add_argument("--workers", type=_count_argument, default=None, metavar="N",
                        help="processes serving one port (SO_REUSEPORT); 0: one per core (the default)")
     serve.add_argument("--user", default=None, help="drop to this user right after binding (when started as root)")
-    serve.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-format", choices=("plain", "json"), default="plain",
+                       help="plain lines, or one JSON object per line (default plain)")
+    serve.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower,
+                       help=f"one of {', '.join(LEVELS)} (default info; debug adds reload timings, "
+                            "health probe results, cache sizes)")
 
-    check = sub.add_parser("check", help="validate the config and every zone")
+    check = sub.add_parser("check", help="validate the config and every zone", epilog=EXIT_CODES,
+                           formatter_class=epilog)
     _common(check, geodb=False)
 
-    explain = sub.add_parser("explain", help="show what an address is answered")
+    explain = sub.add_parser("explain", help="show what an address is answered", epilog=EXIT_CODES,
+                             formatter_class=epilog,
+                             usage="smartdns explain [-h] [--ecs PREFIX] [--config FILE] [--zones DIR] "
+                                   "[--geodb FILE] ADDRESS [NAME [TYPE]]")
     # one positional list: argparse mis-parses optional positionals mixed with options
-    explain.add_argument("what", nargs="+", metavar="ADDRESS [NAME [TYPE]]")
-    explain.add_argument("--ecs", metavar="PREFIX", help="as if a resolver sent this client subnet, e.g. 1.0.1.0/24")
+    explain.add_argument("what", nargs="+", metavar="ADDRESS [NAME [TYPE]]",
+                         help="ADDRESS: the resolver's IP address; NAME: a domain name (default: every dynamic "
+                              "record); TYPE: a record type (default A, AAAA and MX)")
+    explain.add_argument("--ecs", metavar="PREFIX", type=_network_argument,
+                         help="as if a resolver sent this client subnet, e.g. 1.0.1.0/24")
     _common(explain)
 
-    geodb = sub.add_parser("geodb", help="GeoIP database tools")
-    geodb_sub = geodb.add_subparsers(dest="geodb_command", required=True)
-    build = geodb_sub.add_parser("build", help="CSV rows network,country[,continent] -> GeoIP2-Country .mmdb")
-    build.add_argument("input")
-    build.add_argument("-o", "--output", required=True)
+    geodb = sub.add_parser("geodb", help="GeoIP database tools", epilog=EXIT_CODES, formatter_class=epilog)
+    geodb_sub = geodb.add_subparsers(dest="geodb_command", required=True, metavar="TOOL", help="one of:")
+    build = geodb_sub.add_parser("build", help="CSV rows network,country[,continent] -> GeoIP2-Country .mmdb",
+                                 epilog=EXIT_CODES, formatter_class=epilog)
+    build.add_argument("input", metavar="INPUT.csv",
+                       help="rows network,country[,continent], e.g. 1.0.1.0/24,CN or 1.0.1.0/24,CN,AS")
+    build.add_argument("-o", "--output", required=True, metavar="OUT.mmdb", help="the database to write")
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _explain_arguments(explain: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """ADDRESS [NAME [TYPE]], each checked: a bad one is a usage error naming it."""
+    if len(args.what) > 3:
+        explain.error(f"too many arguments {' '.join(args.what[3:])!r}: explain takes ADDRESS [NAME [TYPE]]")
+    args.address, args.name, args.type = (args.what + [None, None])[:3]
+    try:
+        ipaddress.ip_address(args.address)
+    except ValueError:
+        explain.error(f"argument ADDRESS: {args.address!r} is not an IPv4 or IPv6 address")
+    if args.name is not None:
+        try:
+            dns.name.from_text(args.name)
+        except dns.exception.DNSException as exc:
+            explain.error(f"argument NAME: {args.name!r} is not a domain name ({str(exc).rstrip('.')})")
+    if args.type is not None:
+        try:
+            dns.rdatatype.from_text(args.type)
+        except dns.exception.DNSException:
+            explain.error(f"argument TYPE: {args.type!r} is not a record type (A, AAAA, MX, TXT, ...)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,13 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "explain":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "explain":
+        explain = _subparser(parser, "explain")
         # positionals after options arrive here: `explain ADDR --ecs P NAME TYPE`
         if any(e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            explain.error(f"unrecognized arguments: {' '.join(extra)}")
         args.what += extra
-        if len(args.what) > 3:
-            parser.error("explain takes ADDRESS [NAME [TYPE]]")
-        args.address, args.name, args.type = (args.what + [None, None])[:3]
+        _explain_arguments(explain, args)
     try:
         if args.command == "serve":
             return cmd_serve(args)
@@ -112,26 +162,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             return cmd_explain(args)
         return cmd_geodb_build(args)
-    except (ConfigError, GeoDatabaseError) as exc:
+    except ConfigError as exc:
+        print(f"smartdns: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from .geo import GeoDatabaseError  # imported here: argument errors stay fast
+
+        if not isinstance(exc, GeoDatabaseError):
+            raise
         print(f"smartdns: {exc}", file=sys.stderr)
         return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .bindcheck import BindError
+    from .preflight import preflight
     from .privileges import PrivilegeError
     from .workers import run  # the listeners are not needed by the other commands
 
-    setup_logging(args.log_format, args.log_level.upper())
+    setup_logging(args.log_format, args.log_level)
     overrides = _overrides(args)
     overrides["workers"] = args.workers
     overrides["user"] = args.user
     config = load_config(args.config, **overrides)
+    findings = preflight(config)
+    for warning in findings.warnings:
+        log.warning("%s", warning)
+    if findings.errors:
+        for error in findings.errors:
+            log.error("%s", error)
+        return 2
     log.info("smartdns %s starting: zones %s, %s", __version__, config.zones,
              "geodb " + ", ".join(map(str, config.geodb)) if config.geodb else "embedded country data")
     try:
         run(config, overrides, config.user)
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
+    except BindError as exc:
+        log.error("%s", exc)
         return 1
     except PrivilegeError as exc:
         log.error("%s", exc)
@@ -140,113 +206,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .preflight import preflight
+    from .reload import LoadResult, load_all
+
     logging.basicConfig(level=logging.ERROR)
     config = load_config(args.config, **_overrides(args))
-    result = load_all(config)
+    findings = preflight(config)
+    for error in findings.errors:
+        print(f"smartdns: {error}", file=sys.stderr)
+    result = load_all(config) if config.zones.is_dir() else LoadResult({})
     for problem in result.problems:
         print(problem)
-    for warning in result.warnings:
+    warnings = [*findings.warnings, *map(str, result.warnings)]
+    for warning in warnings:
         print(f"warning: {warning}")
     records = sum(z.record_count for z in result.zones.values())
+    if findings.errors:
+        return 2
     if result.problems:
         print(f"{len(result.problems)} problem(s) in {config.zones}", file=sys.stderr)
         return 1
-    print(f"ok: {len(result.zones)} zone(s), {records} record(s), {len(result.warnings)} warning(s) in {config.zones}")
+    print(f"ok: {len(result.zones)} zone(s), {records} record(s), {len(warnings)} warning(s) in {config.zones}")
     return 0
-
-
-def _describe(location: Location) -> str:
-    if location.source == "unknown":
-        return "unknown (only catch-all rules match)"
-    source = "embedded RIR country data" if location.source == "embedded" else location.source.replace("mmdb:", "")
-    parts = [f"country {location.country}", f"continent {location.continent or '?'}"]
-    if location.subdivision:
-        parts.append(f"subdivision {location.subdivision}")
-    if location.prefixlen is not None:
-        parts.append(f"block /{location.prefixlen}")
-    return ", ".join(parts) + f" (from {source})"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import (
+        explain,  # the whole answering machinery: not needed to parse arguments
+    )
+
     logging.basicConfig(level=logging.ERROR)
-    config = load_config(args.config, **_overrides(args))
-    try:
-        ipaddress.ip_address(args.address)
-        subnet = None
-        if args.ecs:
-            network = ipaddress.ip_network(args.ecs, strict=False)
-            raw = network.network_address.packed[: (network.prefixlen + 7) // 8]
-            subnet = ClientSubnet(1 if network.version == 4 else 2, network.prefixlen, 0, raw)
-    except ValueError as exc:
-        print(f"smartdns: {exc}", file=sys.stderr)
-        return 2
-    # the server's own rule for who the client is: a usable ECS subnet, else the resolver
-    address, source_prefix, want_scope = client_for(subnet, args.address)
-    result = load_all(config)
-    for problem in result.problems:
-        print(f"zone error: {problem}", file=sys.stderr)
-    catalog = Catalog(result.zones)
-    classifier = Classifier(config.geodb, CONTINENT_OF)
-    location = classifier.locate(str(address))
-    if subnet is not None and not want_scope:
-        print(f"ECS {args.ecs} says nothing about the client (prefix 0 or not a global address): "
-              f"the resolver decides, and the answer carries SCOPE 0")
-    print(f"client {address}" + (f" (ECS {args.ecs} via resolver {args.address})" if want_scope else ""))
-    print(f"location: {_describe(location)}")
-    targets = _explain_targets(catalog, args.name, args.type)
-    if not targets:
-        print("no dynamic records" if not args.name else f"{args.name}: not in any zone served")
-        return 0 if not args.name else 1
-    for owner, rdtype, entries in targets:
-        print(f"{owner} {dns.rdatatype.to_text(rdtype)}:")
-        for entry_owner, source in entries:
-            kind = dns.rdatatype.to_text(source.rdtype if isinstance(source, DynamicRRset) else source.rdataset.rdtype)
-            if isinstance(source, StaticRRset):
-                print(f"  {entry_owner} {kind} (static)")
-                print("    answer: " + " ".join(r.to_text() for r in source.rdataset))
-                continue
-            decision = decide(source, address, lambda: location)
-            if decision.rule is not None:
-                rule = source.rules[decision.rule - 1]
-                matched = [str(n) for n in rule.subnets if n.version == address.version and address in n]
-                why = f"subnet {matched[0]}" if matched else (f"geos {', '.join(rule.geos)}" if rule.geos else "catch-all")
-                print(f"  {entry_owner} {kind}: rule {decision.rule} ({why}) -> pool {decision.pool}")
-            else:
-                print(f"  {entry_owner} {kind}: no rule matched -> {decision.pool} values")
-            print("    answer: " + " ".join(v.text for v in decision.candidates))
-            if subnet is not None:
-                scope = scope_prefix(source.subnets(), address, location.prefixlen, source_prefix) if want_scope else 0
-                print(f"    ecs scope: /{scope}")
-    return 0
-
-
-def _explain_targets(catalog: Catalog, name: str | None, rtype: str | None) -> list[tuple[str, int, list]]:
-    """(owner, type, [(owner, source)...]) for NAME [TYPE], or every dynamic record."""
-    if name:
-        qname = dns.name.from_text(name)
-        types = [dns.rdatatype.from_text(rtype)] if rtype else [dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX]
-        out = []
-        for rdtype in types:
-            resolution = catalog.resolve(qname, rdtype)
-            entries = [(e.owner, e.source) for e in resolution.answer + resolution.additional]
-            if entries or rtype:
-                out.append((qname.to_text(), rdtype, entries))
-        return out if any(entries for _, _, entries in out) else []
-    out = []
-    for zone in catalog.zones.values():
-        for key, node in sorted(zone.nodes.items()):
-            for rdtype, source in sorted(node.items()):
-                if isinstance(source, DynamicRRset):
-                    owner = dns.name.from_wire(key, 0)[0]
-                    out.append((owner.to_text(), rdtype, [(owner, source)]))
-    return out
+    return explain(load_config(args.config, **_overrides(args)), args.address, args.name, args.type, args.ecs)
 
 
 def cmd_geodb_build(args: argparse.Namespace) -> int:
     from .geodb import GeoDbBuildError, build_country_db
+    from .zonefile import CONTINENT_OF, COUNTRY_NAMES
 
+    if not os.path.isfile(args.input):
+        print(f"smartdns geodb build: argument INPUT.csv: {args.input}: no such file", file=sys.stderr)
+        return 2
     try:
-        count = build_country_db(args.input, args.output, CONTINENT_OF, country_names=COUNTRY_NAMES)
+        count = build_country_db(args.input, args.output, CONTINENT_OF, country_names=COUNTRY_NAMES,
+                                 known_countries=CONTINENT_OF.keys())
     except GeoDbBuildError as exc:
         print(f"smartdns: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from mmdb_writer import MMDBWriter
@@ -44,13 +44,16 @@ def build_country_db(
     continent_of: Mapping[str, str] | None = None,
     *,
     country_names: Mapping[str, str] | None = None,
+    known_countries: Collection[str] | None = None,
 ) -> int:
     """Write `out_path` from `csv_path`; return the number of networks written.
 
     `continent_of` (country -> octoDNS continent) fills rows without a continent column;
     `country_names` (country -> English name) fills `names.en`, which defaults to the code.
+    With `known_countries`, any other country code is an error (a typo would classify nobody).
+    A continent column that contradicts `continent_of` for that country is an error too.
     """
-    rows = _read_rows(os.fsdecode(csv_path), continent_of or {}, country_names or {})
+    rows = _read_rows(os.fsdecode(csv_path), continent_of or {}, country_names or {}, known_countries)
     # ip_version 6 with IPv4 at ::/96 (GeoIP2's layout) so one file answers both families.
     writer = MMDBWriter(
         ip_version=6,
@@ -68,7 +71,8 @@ def build_country_db(
 
 
 def _read_rows(
-    path: str, continent_of: Mapping[str, str], country_names: Mapping[str, str]
+    path: str, continent_of: Mapping[str, str], country_names: Mapping[str, str],
+    known_countries: Collection[str] | None,
 ) -> list[tuple[Network, dict[str, Any]]]:
     try:
         with open(path, encoding="utf-8-sig") as f:  # -sig: spreadsheets like to add a BOM
@@ -93,7 +97,13 @@ def _read_rows(
         if network in first_line:
             raise GeoDbBuildError(f"{where}: duplicate network {network} (first on line {first_line[network]})")
         first_line[network] = lineno
-        continent = continent or continent_of.get(country)
+        if known_countries is not None and country not in known_countries:
+            raise GeoDbBuildError(f"{where}: unknown country code {country!r}: not an ISO 3166-1 alpha-2 code")
+        expected = continent_of.get(country)
+        if continent and expected and continent != expected:
+            raise GeoDbBuildError(f"{where}: continent {continent} contradicts country {country}, which is in "
+                                  f"{expected} (fix the column, or leave it empty to use {expected})")
+        continent = continent or expected
         rows.append((network, _record(country, continent, country_names)))
     if not rows:
         raise GeoDbBuildError(f"{path}: no networks")

@@ -19,7 +19,6 @@ The threading model is described in responder.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ import time
 import dns.rdatatype
 
 from .catalog import Resolution
+from .logs import Fields
 from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
 from .responder import State, bounded_put
 from .rrl import CATEGORY_ANSWER, CATEGORY_ERROR, CATEGORY_NXDOMAIN, RateLimiter
@@ -221,7 +221,7 @@ class Responder:
         state = self.state
         entry = (state.hot_udp if udp else state.hot_tcp).get(_lower_question(data)[2:])
         ecs = query.edns.ecs if query is not None and query.edns is not None else None
-        log.info("query %s", json.dumps({
+        log.info("query %s", Fields({
             "client": client,
             "transport": "udp" if udp else "tcp",
             "ecs": f"{ecs.ip}/{ecs.source}" if ecs is not None else None,

@@ -67,6 +67,10 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None) -> 
         by_origin[origin] = key
         zones[key] = zone
         warnings.extend(zone.warnings)
+    present = {str(path) for path in files}
+    for key, zone in previous.items():
+        if key not in present:
+            warnings.append(Problem(key, 0, "", "", f"zone file deleted: {zone.origin} is no longer served"))
     return LoadResult(zones, tuple(problems), tuple(warnings), tuple(kept))
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine
 
+from .bindcheck import BindError, ensure_free, explain as explain_bind_error
 from .catalog import Catalog
 from .config import Config, ListenAddress
 from .geo import Classifier
@@ -62,16 +63,19 @@ class Listener:
 def bind_listeners(addresses: tuple[ListenAddress, ...], copies: int = 1) -> list[list[Listener]]:
     """`copies` sets of UDP+TCP sockets on every address (SO_REUSEPORT when more than one).
 
+    Raises BindError (naming the address, the holder, the fix) when an address cannot be had.
+
     Port 0 picks one ephemeral port for UDP and TCP alike, the same for every copy.
     """
     sets: list[list[Listener]] = [[] for _ in range(copies)]
     for address in addresses:
+        ensure_free(address)  # SO_REUSEPORT would share a port with a stranger: only our workers may
         for attempt in range(20):
             try:
                 group = _bind_group(address, copies)
             except OSError as exc:
                 if address.port or exc.errno != errno.EADDRINUSE or attempt == 19:
-                    raise
+                    raise BindError(explain_bind_error(address, exc)) from None
                 continue  # an ephemeral UDP port whose TCP twin is taken: try another
             break
         for index, listener in enumerate(group):

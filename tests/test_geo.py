@@ -6,6 +6,7 @@ import ipaddress
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import geoip2.database
@@ -307,6 +308,29 @@ def test_bad_rows_name_file_and_line(tmp_path: Path, row: str, reason: str) -> N
         build_country_db(csv, tmp_path / "out.mmdb")
     assert str(err.value).startswith(f"{csv}:5: {reason}")
     assert not (tmp_path / "out.mmdb").exists()
+
+
+@pytest.mark.parametrize(("row", "reason"), [
+    ("1.0.1.0/24,ZZ", "unknown country code 'ZZ': not an ISO 3166-1 alpha-2 code"),
+    ("1.0.1.0/24,UK", "unknown country code 'UK'"),  # the ISO code is GB
+    ("1.0.1.0/24,US,EU", "continent EU contradicts country US, which is in NA"),
+    ("1.0.1.0/24,CN,NA", "continent NA contradicts country CN, which is in AS"),
+])
+def test_geodb_build_rejects_unknown_countries_and_contradicting_continents(tmp_path: Path, row: str,
+                                                                            reason: str) -> None:
+    """A typo in a country classifies nobody; a wrong continent makes `geos: [EU]` match a US network."""
+    csv = tmp_path / "rows.csv"
+    csv.write_text(f"network,country,continent\n8.8.8.0/24,US,NA\n{row}\n")
+    result = subprocess.run([sys.executable, "-m", "smartdns", "geodb", "build", str(csv), "-o",
+                             str(tmp_path / "out.mmdb")], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == f"smartdns: {csv}:3: {reason}" or result.stderr.startswith(
+        f"smartdns: {csv}:3: {reason}"), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.mmdb").exists()
+    csv.write_text("network,country,continent\n8.8.8.0/24,US,NA\n1.0.1.0/24,CN\n2.0.0.0/24,GB,EU\n")
+    result = subprocess.run([sys.executable, "-m", "smartdns", "geodb", "build", str(csv), "-o",
+                             str(tmp_path / "out.mmdb")], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "wrote 3 networks" in result.stdout, result.stderr
 
 
 def test_build_errors_without_a_line(tmp_path: Path) -> None:
