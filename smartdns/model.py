@@ -18,6 +18,8 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 
+from .prefixes import PrefixSet
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -78,7 +80,11 @@ class Rule:
 
     pool: str
     geos: tuple[str, ...] = ()
-    subnets: tuple[Network, ...] = ()
+    subnets: PrefixSet = PrefixSet()  # any iterable of networks is made one
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subnets, PrefixSet):
+            object.__setattr__(self, "subnets", PrefixSet(self.subnets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +99,13 @@ class DynamicRRset:
     values: tuple[PoolValue, ...]  # the record's plain values
     max_answers: int = 1
     healthcheck: HealthCheck | None = None
+    all_subnets: PrefixSet = field(init=False, repr=False, compare=False)  # every rule's, for the ECS scope
 
-    def subnets(self) -> tuple[Network, ...]:
-        return tuple(net for rule in self.rules for net in rule.subnets)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all_subnets", PrefixSet(net for rule in self.rules for net in rule.subnets))
+
+    def subnets(self) -> PrefixSet:
+        return self.all_subnets
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Callable, Protocol
 
-from .model import Address, DynamicRRset, Network, PoolValue, Rule
+from .model import Address, DynamicRRset, PoolValue, Rule
+from .prefixes import PrefixSet
 from .wire import ClientSubnet
 
 # Pool names used for answers that did not come from a pool; they are also
@@ -50,7 +51,7 @@ def static_status(record: DynamicRRset, value: PoolValue) -> bool:
 
 
 def matches(rule: Rule, address: Address, locate: Callable[[], Located]) -> bool:
-    if any(address in net for net in rule.subnets if net.version == address.version):
+    if address in rule.subnets:
         return True
     if rule.geos:
         location = locate()
@@ -127,30 +128,14 @@ class Picker:
 _rng = random.Random()
 
 
-def scope_prefix(record_subnets: tuple[Network, ...], address: Address, location_prefix: int | None, source_prefix: int) -> int:
+def scope_prefix(record_subnets: PrefixSet, address: Address, location_prefix: int | None, source_prefix: int) -> int:
     """The widest prefix around `address` over which a decision cannot change (RFC 7871 SCOPE).
 
     Starts from the database block the address fell in (the query's source
     prefix where the data gives no block) and narrows it until no rule subnet
-    is cut by it, as gdnsd does.
+    is cut by it, as gdnsd does (prefixes.PrefixSet.scope, without a scan).
     """
-    scope = location_prefix if location_prefix is not None else source_prefix
-    bits = address.max_prefixlen
-    value = int(address)
-    for net in record_subnets:
-        if net.version != address.version:
-            continue
-        if address in net:
-            scope = max(scope, net.prefixlen)
-        elif net.prefixlen > scope:
-            # The block of length `scope` around the address would contain part of
-            # `net` when they agree on the first `scope` bits: narrow past the
-            # first bit where they differ.
-            differ = value ^ int(net.network_address)
-            common = bits - differ.bit_length()
-            if common >= scope:
-                scope = common + 1
-    return min(scope, bits)
+    return record_subnets.scope(address, location_prefix if location_prefix is not None else source_prefix)
 
 
 def client_for(ecs: ClientSubnet | None, client: str) -> tuple[Address, int, bool]:

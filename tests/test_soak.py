@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SOAK = REPO / "tests" / "soak"
@@ -34,4 +36,14 @@ def test_memory_small():
     result = run("memory.py", "--names", "30000", "--ecs", "30000", "--seconds", "120")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
+    assert "PASSED" in out
+
+
+@pytest.mark.slow
+def test_memory_random_ecs_with_a_ten_thousand_subnet_rule():
+    # issue 13: every random ECS prefix is a new client decided against 10,000 segments
+    result = run("memory.py", "--names", "2000", "--ecs", "30000", "--rule-subnets", "10000", "--seconds", "150")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "known names after the floods                     2000      2000" in out, out
     assert "PASSED" in out
