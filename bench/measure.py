@@ -226,7 +226,7 @@ def run_once(server: Server, args: argparse.Namespace, duration: float, rate: in
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            raise SystemExit(f"dnsperf did not finish in time: {' '.join(cmds[0])}")
+            raise SystemExit(f"dnsperf did not finish in time: {' '.join(cmds[0])}") from None
     wall = time.monotonic() - wall0
     machine1 = machine_task_seconds()
     cpu1 = cpu_seconds(server.pid)
@@ -350,7 +350,8 @@ def machine_description(args: argparse.Namespace) -> list[str]:
         f"- CPU: {model}; nproc {os.cpu_count()}",
         f"- kernel: {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()} ({sys.executable})",
-        f"- PowerDNS Authoritative {pdns.group(1) if pdns else '?'} (geoip backend), dnsperf {dnsperf.group(1) if dnsperf else '?'}",
+        f"- PowerDNS Authoritative {pdns.group(1) if pdns else '?'} (geoip backend), "
+        f"dnsperf {dnsperf.group(1) if dnsperf else '?'}",
         f"- smartdns: git {commit or '?'}",
     ]
 

@@ -197,9 +197,9 @@ class Server:
         for pid in self.pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-                rss.append(int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) // 1024)
+                rss.append(int(next(s for s in status.splitlines() if s.startswith("VmRSS:")).split()[1]) // 1024)
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-                pss += int(next(l for l in rollup.splitlines() if l.startswith("Pss:")).split()[1]) // 1024
+                pss += int(next(s for s in rollup.splitlines() if s.startswith("Pss:")).split()[1]) // 1024
             except (OSError, StopIteration):
                 pass
         return {"rss_mib": rss, "pss_mib": pss}
@@ -297,14 +297,14 @@ class Paced:
         self.rate = 1e-9
         self.next_send = float("inf")
         self.step(time.monotonic() + QUERY_TIMEOUT + 0.1)
-        for qid, at in list(self.pending.items()):
+        for at in list(self.pending.values()):
             self.samples.append((at, None))
         self.pending.clear()
         self.sock.close()
 
     def between(self, start: float, end: float) -> dict[str, Any]:
         window = [latency for at, latency in self.samples if start <= at <= end]
-        answered = sorted(l for l in window if l is not None)
+        answered = sorted(latency for latency in window if latency is not None)
         return {"queries": len(window), "lost": len(window) - len(answered),
                 "p99_ms": round(percentile(answered, 0.99) * 1000, 2) if answered else None,
                 "max_ms": round(answered[-1] * 1000, 1) if answered else None}

@@ -12,20 +12,22 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import dns.name
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.HINFO
+from dns.rdatatype import RdataType
 
 from .model import DynamicRRset, RRsetSource, StaticRRset, ZoneData, immutable_rdataset
-from .wire import NOERROR, NXDOMAIN, REFUSED
+from .wire import NOERROR, NXDOMAIN, REFUSED, name_key
 
 MAX_CHAIN = 12  # CNAME/DNAME steps followed inside our zones before we stop
 ADDITIONAL_FOR = {dns.rdatatype.MX: "exchange", dns.rdatatype.NS: "target", dns.rdatatype.SRV: "target"}
 ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
-YXDOMAIN = 6
+YXDOMAIN = dns.rcode.YXDOMAIN
 # RFC 8482 4.2: answer ANY with one RRset; this order puts what old MTAs look for first
 ANY_PREFERENCE = (dns.rdatatype.CNAME, dns.rdatatype.MX, dns.rdatatype.A, dns.rdatatype.AAAA,
                   dns.rdatatype.TXT, dns.rdatatype.NS)
@@ -37,7 +39,7 @@ class Entry:
     source: RRsetSource
 
     @property
-    def rdtype(self) -> int:
+    def rdtype(self) -> RdataType:
         s = self.source
         return s.rdtype if isinstance(s, DynamicRRset) else s.rdataset.rdtype
 
@@ -66,10 +68,6 @@ class Resolution:
 REFUSE = Resolution(REFUSED, aa=False)
 
 
-def _key(name: dns.name.Name) -> bytes:
-    return name.canonicalize().to_wire()
-
-
 def _negative_resolution(zone: ZoneData, rcode: int, answer: tuple[Entry, ...]) -> Resolution:
     """NXDOMAIN/NODATA: SOA in authority with the negative TTL (RFC 2308 3, 5)."""
     soa = immutable_rdataset(dns.rdatatype.SOA, zone.negative_ttl, tuple(zone.soa))
@@ -91,18 +89,18 @@ def _suffixes(wire: bytes) -> list[int]:
 class Catalog:
     def __init__(self, zones: Mapping[str, ZoneData]) -> None:
         self.zones = dict(zones)  # file path -> zone (for reporting)
-        self._by_origin: dict[bytes, ZoneData] = {_key(z.origin): z for z in zones.values()}
+        self._by_origin: dict[bytes, ZoneData] = {name_key(z.origin): z for z in zones.values()}
         # NXDOMAIN and NODATA with nothing before them are the same for every name of a zone
         self._negatives: dict[bytes, tuple[Resolution, Resolution]] = {
             key: (_negative_resolution(zone, NXDOMAIN, ()), _negative_resolution(zone, NOERROR, ()))
             for key, zone in self._by_origin.items()
         }
 
-    def resolve_wire(self, qname: bytes, qtype: int) -> Resolution:
+    def resolve_wire(self, qname: bytes, qtype: RdataType) -> Resolution:
         """`resolve` for a lower-case wire name, without building dnspython names for the cases
         a flood of random names hits: NXDOMAIN and empty non-terminals."""
         offsets = _suffixes(qname)
-        for index, at in enumerate(offsets):
+        for index, at in enumerate(offsets):  # noqa: B007 - `index` is read after the loop
             zone = self._by_origin.get(qname[at:])
             if zone is not None:
                 break
@@ -131,14 +129,14 @@ class Catalog:
     def zone_for(self, name: dns.name.Name) -> ZoneData | None:
         """The deepest zone of ours that contains `name`."""
         while True:
-            zone = self._by_origin.get(_key(name))
+            zone = self._by_origin.get(name_key(name))
             if zone is not None:
                 return zone
             if len(name) <= 1:
                 return None
             name = name.parent()
 
-    def resolve(self, qname: dns.name.Name, qtype: int) -> Resolution:
+    def resolve(self, qname: dns.name.Name, qtype: RdataType) -> Resolution:
         zone = self.zone_for(qname)
         if zone is None:
             return REFUSE
@@ -159,13 +157,13 @@ class Catalog:
             zone = next_zone
         return self._with_additional(Resolution(NOERROR, True, zone, tuple(answer)))
 
-    def _step(self, zone: ZoneData, name: dns.name.Name, qtype: int, answer: list[Entry]) -> Resolution | dns.name.Name:
+    def _step(self, zone: ZoneData, name: dns.name.Name, qtype: RdataType, answer: list[Entry]) -> Resolution | dns.name.Name:
         """One name of a chain: a final Resolution, or the next name to follow."""
         origin_len = len(zone.origin)
         # Walk down from the apex looking for a zone cut or a DNAME above `name`.
         for depth in range(origin_len + 1, len(name) + 1):
             ancestor = name.split(depth)[1]
-            node = zone.nodes.get(_key(ancestor))
+            node = zone.nodes.get(name_key(ancestor))
             if not node:
                 continue
             ns = node.get(dns.rdatatype.NS)
@@ -174,10 +172,10 @@ class Catalog:
             dname = node.get(dns.rdatatype.DNAME)
             if dname is not None and ancestor != name:
                 return self._dname(zone, name, qtype, ancestor, dname, answer)
-        node = zone.nodes.get(_key(name))
+        node = zone.nodes.get(name_key(name))
         owner = name
         if node is None:
-            if _key(name) in zone.names:
+            if name_key(name) in zone.names:
                 return self._negative(zone, NOERROR, answer)  # empty non-terminal: NODATA, blocks wildcards
             node = self._wildcard(zone, name)
             if node is None:
@@ -195,23 +193,23 @@ class Catalog:
         if cname is not None:
             answer.append(Entry(owner, cname))
             if isinstance(cname, StaticRRset):
-                target = cname.rdataset[0].target
+                target: dns.name.Name = cname.rdataset[0].target
                 if any(e.owner == target for e in answer):
                     return Resolution(NOERROR, True, zone, tuple(answer))  # a loop: stop here
                 return target
             return Resolution(NOERROR, True, zone, tuple(answer))  # dynamic CNAME: the client decides the target
         return self._negative(zone, NOERROR, answer)
 
-    def _wildcard(self, zone: ZoneData, name: dns.name.Name) -> Mapping[int, RRsetSource] | None:
+    def _wildcard(self, zone: ZoneData, name: dns.name.Name) -> Mapping[RdataType, RRsetSource] | None:
         """RFC 4592: the source of synthesis is `*.` + the closest encloser."""
         encloser = name.parent()
         while len(encloser) >= len(zone.origin):
-            if _key(encloser) in zone.names:
-                return zone.nodes.get(_key(dns.name.Name((b"*",) + encloser.labels)))
+            if name_key(encloser) in zone.names:
+                return zone.nodes.get(name_key(dns.name.Name((b"*",) + encloser.labels)))
             encloser = encloser.parent()
         return None
 
-    def _dname(self, zone: ZoneData, name: dns.name.Name, qtype: int, owner: dns.name.Name, dname: RRsetSource,
+    def _dname(self, zone: ZoneData, name: dns.name.Name, qtype: RdataType, owner: dns.name.Name, dname: RRsetSource,
                answer: list[Entry]) -> Resolution | dns.name.Name:
         answer.append(Entry(owner, dname))
         if not isinstance(dname, StaticRRset):
@@ -228,13 +226,13 @@ class Catalog:
         return target
 
     def _referral(self, zone: ZoneData, cut: dns.name.Name, ns: RRsetSource, answer: list[Entry]) -> Resolution:
-        authority = (Entry(cut, ns),)
+        authority: tuple[Entry, ...] = (Entry(cut, ns),)
         glue = []
         if isinstance(ns, StaticRRset):
             for rdata in ns.rdataset:
                 if rdata.target.is_subdomain(cut):  # in-bailiwick: unreachable without glue
                     glue.extend(self._addresses(zone, rdata.target))
-        ds = zone.nodes.get(_key(cut), {}).get(dns.rdatatype.DS)
+        ds = zone.nodes.get(name_key(cut), {}).get(dns.rdatatype.DS)
         if ds is not None:
             authority += (Entry(cut, ds),)
         return Resolution(NOERROR, bool(answer), zone, tuple(answer), authority, tuple(glue),
@@ -248,7 +246,7 @@ class Catalog:
         return nxdomain if rcode == NXDOMAIN else nodata
 
     def _addresses(self, zone: ZoneData, target: dns.name.Name) -> list[Entry]:
-        node = zone.nodes.get(_key(target), {})
+        node = zone.nodes.get(name_key(target), {})
         return [Entry(target, node[t]) for t in ADDRESS_TYPES if t in node]
 
     def _with_additional(self, resolution: Resolution) -> Resolution:
@@ -276,7 +274,7 @@ class Catalog:
 
     def _below_cut(self, zone: ZoneData, name: dns.name.Name) -> bool:
         for depth in range(len(zone.origin) + 1, len(name) + 1):
-            node = zone.nodes.get(_key(name.split(depth)[1]))
+            node = zone.nodes.get(name_key(name.split(depth)[1]))
             if node and dns.rdatatype.NS in node:
                 return True
         return False

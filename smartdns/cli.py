@@ -117,7 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]
+            subparser: argparse.ArgumentParser = action.choices[name]
+            return subparser
     raise KeyError(name)
 
 
@@ -231,9 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import (
-        explain,  # the whole answering machinery: not needed to parse arguments
-    )
+    from .explain import explain  # the whole answering machinery: not needed to parse arguments
 
     logging.basicConfig(level=logging.ERROR)
     return explain(load_config(args.config, **_overrides(args)), args.address, args.name, args.type, args.ecs)

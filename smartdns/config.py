@@ -6,6 +6,7 @@ with the embedded country data. Relative paths in a file are relative to it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
@@ -137,7 +138,7 @@ def _settings(cls: type, data: Any, path: Path, line: int, base: Any, allowed: s
         return base
     if not isinstance(data, LineDict):
         raise ConfigError(f"{path}:{line}: {cls.__name__}: must be a mapping")
-    names = allowed if allowed is not None else set(cls.__dataclass_fields__)
+    names = allowed if allowed is not None else {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in data.items():
         at = f"{path}:{data.line_of(key)}: {key}"
@@ -152,11 +153,12 @@ def _settings(cls: type, data: Any, path: Path, line: int, base: Any, allowed: s
             values[key] = None if value is None else _number(value, at, integer=True, minimum=1, maximum=0xFFFFFFFF)
         else:
             integer = isinstance(default, int)
-            values[key] = _number(value, at, integer=integer, minimum=1 if key in _AT_LEAST_ONE else 0.001 if key in _POSITIVE else 0)
+            minimum = 1 if key in _AT_LEAST_ONE else 0.001 if key in _POSITIVE else 0
+            values[key] = _number(value, at, integer=integer, minimum=minimum)
     return replace(base, **values)
 
 
-def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
     """Defaults, then the file (if any), then command-line `overrides` (non-None ones)."""
     config = Config()
     if path is not None:
@@ -242,14 +244,15 @@ def _from_file(path: Path) -> Config:
         soa = data["soa"] or LineDict()
         if not isinstance(soa, LineDict):
             raise ConfigError(f"{where('soa')}: must be a mapping")
-        zones = soa.get("zones") or {}
+        zones = soa.get("zones") or LineDict()
         common = LineDict((k, v) for k, v in soa.items() if k != "zones")
         common.line, common.key_lines = soa.line, soa.key_lines
         out["soa"] = _settings(SoaSettings, common, path, data.line_of("soa"), SoaSettings(), _SOA_KEYS)
-        if not isinstance(zones, dict):
+        if not isinstance(zones, LineDict):
             raise ConfigError(f"{path}:{soa.line_of('zones')}: soa zones: must map zone names to SOA settings")
         out["soa_zones"] = {
-            str(name).lower().rstrip(".") + ".": _settings(SoaSettings, value, path, zones.line_of(name), out["soa"], _SOA_KEYS)
+            str(name).lower().rstrip(".") + ".":
+                _settings(SoaSettings, value, path, zones.line_of(name), out["soa"], _SOA_KEYS)
             for name, value in zones.items()
         }
     if "health" in data:
@@ -272,7 +275,8 @@ def _rrl(data: Any, path: Path, line: int) -> RrlSettings:
         if key in ("responses_per_second", "nxdomains_per_second", "errors_per_second"):
             values[key] = None if value is None and key != "responses_per_second" else _number(value, at, integer=False)
         elif key in ("slip", "table_size"):
-            values[key] = _number(value, at, integer=True, minimum=0 if key == "slip" else 1, maximum=10 if key == "slip" else None)
+            slip = key == "slip"
+            values[key] = _number(value, at, integer=True, minimum=0 if slip else 1, maximum=10 if slip else None)
         elif key == "ipv4_prefix":
             values[key] = _number(value, at, integer=True, minimum=0, maximum=32)
         elif key == "ipv6_prefix":

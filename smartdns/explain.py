@@ -11,7 +11,7 @@ import dns.rdatatype
 from .catalog import Catalog
 from .config import Config
 from .geo import Classifier, Location
-from .model import DynamicRRset, StaticRRset
+from .model import DynamicRRset, RRsetSource, StaticRRset
 from .policy import client_for, decide, scope_prefix
 from .preflight import preflight
 from .reload import load_all
@@ -83,19 +83,22 @@ def explain(config: Config, address_text: str, name: str | None, rtype: str | No
     return 0
 
 
-def _explain_targets(catalog: Catalog, name: str | None, rtype: str | None) -> list[tuple[str, int, list]]:
+ExplainTarget = tuple[str, dns.rdatatype.RdataType, list[tuple[dns.name.Name, RRsetSource]]]
+
+
+def _explain_targets(catalog: Catalog, name: str | None, rtype: str | None) -> list[ExplainTarget]:
     """(owner, type, [(owner, source)...]) for NAME [TYPE], or every dynamic record."""
     if name:
         qname = dns.name.from_text(name)
         types = [dns.rdatatype.from_text(rtype)] if rtype else [dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX]
-        out = []
+        out: list[ExplainTarget] = []
         for rdtype in types:
             resolution = catalog.resolve(qname, rdtype)
             entries = [(e.owner, e.source) for e in resolution.answer + resolution.additional]
             if entries or rtype:
                 out.append((qname.to_text(), rdtype, entries))
         return out if any(entries for _, _, entries in out) else []
-    out = []
+    out = []  # every dynamic record
     for zone in catalog.zones.values():
         for key, node in sorted(zone.nodes.items()):
             for rdtype, source in sorted(node.items()):

@@ -183,7 +183,7 @@ class HealthMonitor(HealthView):
         super().__init__()
         self.settings = settings
         self.states: dict[Target, TargetState] = {}
-        self.tasks: dict[Target, asyncio.Task] = {}
+        self.tasks: dict[Target, asyncio.Task[None]] = {}
 
     def follow(self, records: Iterable[DynamicRRset], settings: HealthSettings | None = None) -> None:
         """Probe exactly these records' targets from now on (called at start and on every reload)."""

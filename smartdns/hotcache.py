@@ -181,9 +181,9 @@ class Responder:
         if resolution.dynamic:
             ecs = state.client_subnet(query)
             stats_key = (zone, qtype_label(query.qtype), RCODES.get(resolution.rcode, "OTHER"), "udp" if udp else "tcp")
-            entry = DynamicHit(query, resolution, udp, self.stats.query_cell(stats_key), ecs is not None and ecs.usable())
-            self._hot_put(state, hot, data[2:], entry)
-            return self._hit(state, entry, data, client, udp)
+            hit = DynamicHit(query, resolution, udp, self.stats.query_cell(stats_key), ecs is not None and ecs.usable())
+            self._hot_put(state, hot, data[2:], hit)
+            return self._hit(state, hit, data, client, udp)
         response = state.answer(query, client, udp, resolution)
         rcode = response[3] & 0xF
         stats_key = (zone, qtype_label(query.qtype), RCODES.get(rcode, "OTHER"), "udp" if udp else "tcp")

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import dns.rdatatype
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -37,7 +38,7 @@ RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
 _QTYPE_LABELS: dict[int, str] = {}
 
 
-def qtype_label(qtype: int) -> str:
+def qtype_label(qtype: dns.rdatatype.RdataType) -> str:
     """Attacker-chosen types must not mint label values: the rest is OTHER."""
     label = _QTYPE_LABELS.get(qtype)
     if label is None:
@@ -51,7 +52,9 @@ def qtype_label(qtype: int) -> str:
     return label
 
 
-Cell = list  # [count]: what the hot path bumps, without hashing its labels on every query
+Cell = list[int]  # [count]: what the hot path bumps, without hashing its labels on every query
+QueryLabels = tuple[str, str, str, str]  # zone, qtype, rcode, transport
+AnswerLabels = tuple[str, str, str]  # zone, record, pool
 
 
 @dataclass
@@ -62,21 +65,21 @@ class Stats:
     reference to, so counting a query is `cell[0] += 1`.
     """
 
-    queries: dict[tuple, Cell] = field(default_factory=dict)  # (zone, qtype, rcode, transport)
-    answers: dict[tuple, Cell] = field(default_factory=dict)  # (zone, record, pool)
-    dropped: Counter = field(default_factory=Counter)  # reason
+    queries: dict[QueryLabels, Cell] = field(default_factory=dict)
+    answers: dict[AnswerLabels, Cell] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)  # reason
     ecs: Cell = field(default_factory=lambda: [0])
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     latency_sum: float = 0.0
     latency_count: int = 0
 
-    def query_cell(self, key: tuple) -> Cell:
+    def query_cell(self, key: QueryLabels) -> Cell:
         cell = self.queries.get(key)
         if cell is None:
             cell = self.queries[key] = [0]
         return cell
 
-    def answer_cell(self, key: tuple) -> Cell:
+    def answer_cell(self, key: AnswerLabels) -> Cell:
         cell = self.answers.get(key)
         if cell is None:
             cell = self.answers[key] = [0]
@@ -164,7 +167,8 @@ class _Collector:
         for (zone, qtype, rcode, transport), cell in sorted(stats.queries.items()):
             queries.add_metric([zone, qtype, rcode, transport], cell[0])
         yield queries
-        answers = CounterMetricFamily("smartdns_answers", "Dynamic answers by pool (default: plain values, fail-open: nothing was up)",
+        answers = CounterMetricFamily("smartdns_answers",
+                                      "Dynamic answers by pool (default: plain values, fail-open: nothing was up)",
                                       labels=["zone", "record", "pool"])
         for (zone, record, pool), cell in sorted(stats.answers.items()):
             answers.add_metric([zone, record, pool], cell[0])
@@ -190,7 +194,8 @@ class _Collector:
         yield reloads
         yield GaugeMetricFamily("smartdns_last_good_load_timestamp_seconds", "When every zone last loaded without error",
                                 value=status.last_good_load)
-        up = GaugeMetricFamily("smartdns_health_up", "Health-checked target is up (1) or down (0)", labels=["target", "protocol", "port"])
+        up = GaugeMetricFamily("smartdns_health_up", "Health-checked target is up (1) or down (0)",
+                               labels=["target", "protocol", "port"])
         since = GaugeMetricFamily("smartdns_health_last_change_timestamp_seconds", "When the target's state last changed",
                                   labels=["target", "protocol", "port"])
         for address, protocol, port, is_up, changed in status.health:
@@ -205,7 +210,7 @@ class MetricsServer:
 
     def __init__(self, stats: Callable[[], Stats], status: Callable[[], ServerStatus]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(stats, status))  # type: ignore[arg-type]
+        self.registry.register(_Collector(stats, status))
         self.status = status
         self.server: asyncio.base_events.Server | None = None
 
@@ -215,7 +220,7 @@ class MetricsServer:
         except OSError as exc:
             log.error("metrics listener %s:%d not started: %s (DNS service goes on)", host, port, exc)
             return None
-        bound = self.server.sockets[0].getsockname()[1]
+        bound: int = self.server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics (/health, /ready)", host if ":" not in host else f"[{host}]", bound)
         return bound
 

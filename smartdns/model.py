@@ -143,4 +143,5 @@ class ZoneData:
     @property
     def negative_ttl(self) -> int:
         """RFC 2308 5: min(SOA TTL, SOA MINIMUM)."""
-        return min(self.soa.ttl, self.soa[0].minimum)
+        minimum: int = self.soa[0].minimum
+        return min(self.soa.ttl, minimum)

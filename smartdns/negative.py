@@ -13,7 +13,7 @@ from typing import Callable
 import dns.name
 import dns.rdtypes.ANY.SOA
 
-from .wire import Query, Rendered
+from .wire import Query, Rendered, name_key
 
 
 class NegativeTemplate:
@@ -22,7 +22,10 @@ class NegativeTemplate:
     Rendered for the apex and for one label under it, the two differ only in the
     compression pointers that point at the zone's name inside the question; for
     another name those bytes point where the zone's name starts in its question.
-    A name ending in the SOA's own names would compress differently: not templated.
+    A name that shares more than the zone's name with the SOA's MNAME or RNAME
+    (it is one of them, under one, or an ancestor of one below the apex, such as
+    `sub.example.com` for `ns1.sub.example.com`) would have them compressed
+    against itself instead: such names are not templated.
     """
 
     __slots__ = ("head", "pieces", "pointers", "origin_length", "avoid", "opt_from_end")
@@ -37,7 +40,7 @@ class NegativeTemplate:
               soa: dns.rdtypes.ANY.SOA.SOA) -> NegativeTemplate | None:
         apex = render_for(origin)
         below = render_for(dns.name.Name((b"a",) + origin.labels))
-        origin_wire = origin.canonicalize().to_wire()
+        origin_wire = name_key(origin)
         qend_apex = 12 + len(origin_wire) + 4
         tail_apex, tail_below = apex.wire[qend_apex:], below.wire[qend_apex + 2:]
         if len(tail_apex) != len(tail_below) or apex.truncated:
@@ -50,21 +53,31 @@ class NegativeTemplate:
             pieces.append(tail_apex[last:i - 1])
             last = i + 1
         pieces.append(tail_apex[last:])
-        avoid = tuple(n.canonicalize().to_wire() for n in (soa.mname, soa.rname))
+        avoid = tuple(below for below in (_first_below(soa.mname, origin), _first_below(soa.rname, origin))
+                      if below is not None)
         opt_from_end = len(apex.wire) - apex.opt_rdlen_at if apex.opt_rdlen_at >= 0 else -1
         return cls(apex.wire[:12], pieces, len(cuts), len(origin_wire), avoid, opt_from_end)
 
     def render(self, query: Query) -> Rendered | None:
         qname = query.qname
-        if qname.endswith(self.avoid[0]) or qname.endswith(self.avoid[1]):
-            return None
+        for suffix in self.avoid:
+            if qname.endswith(suffix):
+                return None
         pointer = (0xC000 | (12 + len(qname) - self.origin_length)).to_bytes(2, "big")
         wire = self.head + query.question + pointer.join(self.pieces)
         return Rendered(wire, len(wire) - self.opt_from_end if self.opt_from_end >= 0 else -1, False)
 
 
+def _first_below(name: dns.name.Name, origin: dns.name.Name) -> bytes | None:
+    """The ancestor of `name` one label below `origin` (lower-case wire form), or None when `name`
+    is not below it: every name ending in that ancestor shares more than `origin` with `name`."""
+    if len(name) <= len(origin) or not name.is_subdomain(origin):
+        return None
+    return name_key(name.split(len(origin) + 1)[1])
+
+
 def with_name(query: Query, name: dns.name.Name) -> Query:
     """The same query for another name (to render a template)."""
-    wire = name.canonicalize().to_wire()
+    wire = name_key(name)
     return Query(query.id, query.flags, wire, query.qtype, query.qclass,
                  wire + query.question[-4:], query.edns)

@@ -74,15 +74,15 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None) -> 
     return LoadResult(zones, tuple(problems), tuple(warnings), tuple(kept))
 
 
-def signature(paths: Iterable[Path]) -> tuple:
+def signature(paths: Iterable[Path]) -> tuple[tuple[str, int | None, int | None, int | None], ...]:
     """What changes when any of these files (or the set of them) changes."""
-    out = []
+    out: list[tuple[str, int | None, int | None, int | None]] = []
     for path in paths:
         try:
             st = os.stat(path)
             out.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
         except OSError:
-            out.append((str(path), None))
+            out.append((str(path), None, None, None))
     return tuple(out)
 
 

@@ -20,8 +20,9 @@ place by the health side), and each query reads it once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
+import dns.name
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -35,7 +36,15 @@ from .policy import IsUp, Picker, client_for, decide, scope_prefix, static_statu
 from .wire import REFUSED, ClientSubnet, Query, Rendered, error_response, render, splice
 
 if TYPE_CHECKING:
-    from .hotcache import HotEntry
+    from .hotcache import DynamicHit, HotEntry
+
+K = TypeVar("K")
+V = TypeVar("V")
+Choice = tuple[tuple[PoolValue, ...], ...]  # the values picked for each dynamic RRset of a response, in order
+Draw = tuple[int, ...] | tuple[tuple[int, ...], ...]  # one picker's indexes, or a tuple of them per picker
+EdnsShape = tuple[bool, bool] | None  # DO, NSID asked; None: no EDNS
+RenderKey = tuple[bytes, dns.rdatatype.RdataType, EdnsShape, tuple[tuple[int, ...], ...]]
+TemplateKey = tuple[bytes, int, EdnsShape]
 
 CACHE_LIMIT = 50_000  # entries per cache; cleared when full
 REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA, dns.rdatatype.MAILB})
@@ -53,12 +62,13 @@ class State:
     ecs: bool = True
     server_id: str | None = None  # NSID and CHAOS id.server; None: not answered
     is_up: IsUp = static_status
-    resolutions: dict[tuple[bytes, int], Resolution] = field(default_factory=dict)
-    rendered: dict[tuple, Rendered] = field(default_factory=dict)
+    resolutions: dict[tuple[bytes, dns.rdatatype.RdataType], Resolution] = field(default_factory=dict)
+    rendered: dict[RenderKey, Rendered] = field(default_factory=dict)
     hot_udp: dict[bytes, HotEntry] = field(default_factory=dict)  # query bytes after the ID -> entry (hotcache.py)
     hot_tcp: dict[bytes, HotEntry] = field(default_factory=dict)
-    decisions: dict[tuple, "Decided"] = field(default_factory=dict)  # (client, dynamic entry) -> Decided
-    templates: dict[tuple, "NegativeTemplate | None"] = field(default_factory=dict)  # None: cannot be templated
+    # (client, or None when the ECS decides; the dynamic entry) -> Decided
+    decisions: dict[tuple[str | None, DynamicHit], Decided] = field(default_factory=dict)
+    templates: dict[TemplateKey, NegativeTemplate | None] = field(default_factory=dict)  # None: cannot be templated
 
     @property
     def nsid(self) -> bytes | None:
@@ -111,7 +121,7 @@ class State:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
         return Decided(tuple(pickers), scope, tuple(keys))
 
-    def materialize(self, query: Query, resolution: Resolution, choice: tuple, scope: int, udp: bool) -> bytes:
+    def materialize(self, query: Query, resolution: Resolution, choice: Choice, scope: int, udp: bool) -> bytes:
         """Render (or take the rendered form from cache) and splice in this query's particulars."""
         edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
         rendered = None
@@ -130,7 +140,7 @@ class State:
             rendered = self.render(query, resolution, choice, limit - len(option))
         return splice(rendered, query, option)
 
-    def negative(self, query: Query, resolution: Resolution, edns_shape: object) -> Rendered | None:
+    def negative(self, query: Query, resolution: Resolution, edns_shape: EdnsShape) -> Rendered | None:
         """NXDOMAIN/NODATA from a per-zone template: a random-name flood must not cost a render per name."""
         zone = resolution.zone
         assert zone is not None
@@ -141,11 +151,11 @@ class State:
         template = self.templates[key]
         return template.render(query) if template is not None else None
 
-    def render(self, query: Query, resolution: Resolution, choices: tuple, limit: int) -> Rendered:
+    def render(self, query: Query, resolution: Resolution, choices: Choice, limit: int) -> Rendered:
         chosen = iter(choices)
 
-        def rrsets(entries: tuple[Entry, ...]) -> list[tuple]:
-            out = []
+        def rrsets(entries: tuple[Entry, ...]) -> list[tuple[dns.name.Name, dns.rdataset.Rdataset]]:
+            out: list[tuple[dns.name.Name, dns.rdataset.Rdataset]] = []
             for entry in entries:
                 source = entry.source
                 if isinstance(source, StaticRRset):
@@ -190,16 +200,17 @@ class Decided:
         self.scope = scope
         self.answer_keys = answer_keys
         self.answer_cells: tuple[list[int], ...] = ()  # set by the responder, which owns the counters
-        self.responses: dict[object, bytes] = {}  # draw -> response after the ID; few: one per combination
+        self.responses: dict[Draw, bytes] = {}  # draw -> response after the ID; few: one per combination
 
-    def draw(self) -> object:
+    def draw(self) -> Draw:
         if self.single is not None:
             return self.single.draw()
         return tuple([p.draw() for p in self.pickers])
 
-    def chosen(self, draw: object) -> tuple[tuple[PoolValue, ...], ...]:
-        draws = (draw,) if self.single is not None else draw
-        return tuple(p.chosen(d) for p, d in zip(self.pickers, draws))  # type: ignore[arg-type]
+    def chosen(self, draw: Draw) -> Choice:
+        if self.single is not None:
+            return (self.single.chosen(cast("tuple[int, ...]", draw)),)
+        return tuple(p.chosen(d) for p, d in zip(self.pickers, cast("tuple[tuple[int, ...], ...]", draw)))
 
 
 def _rdataset(record: DynamicRRset, values: tuple[PoolValue, ...]) -> dns.rdataset.Rdataset:
@@ -209,7 +220,7 @@ def _rdataset(record: DynamicRRset, values: tuple[PoolValue, ...]) -> dns.rdatas
     return rdataset
 
 
-def bounded_put(cache: dict, key: object, value: object) -> None:
+def bounded_put(cache: dict[K, V], key: K, value: V) -> None:
     if len(cache) >= CACHE_LIMIT:
         cache.clear()
     cache[key] = value

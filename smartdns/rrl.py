@@ -22,17 +22,14 @@ from .wire import TC
 CATEGORY_ANSWER, CATEGORY_NXDOMAIN, CATEGORY_ERROR = 0, 1, 2
 
 
-@dataclass(slots=True)
-class RrlCounts:
-    dropped: int = 0
-    slipped: int = 0
+Bucket = tuple[str, int, bytes]  # client network, category, name (zone for NXDOMAIN, b"" for errors)
 
 
 @dataclass
 class RateLimiter:
     settings: RrlSettings
-    counts: RrlCounts = field(default_factory=RrlCounts)
-    buckets: dict[tuple, list[float]] = field(default_factory=dict)  # key -> [tokens, last refill]
+    dropped: int = 0  # over the limit so far: every `slip`-th one slips
+    buckets: dict[Bucket, list[float]] = field(default_factory=dict)  # key -> [tokens, last refill]
     networks: dict[str, str | None] = field(default_factory=dict)  # client -> its network (None: exempt)
 
     def __post_init__(self) -> None:
@@ -79,10 +76,9 @@ class RateLimiter:
             bucket[0] = tokens - 1.0
             return response
         bucket[0] = tokens
-        self.counts.dropped += 1
+        self.dropped += 1
         slip = self.settings.slip
-        if slip and self.counts.dropped % slip == 0:
-            self.counts.slipped += 1
+        if slip and self.dropped % slip == 0:
             return truncated(response)
         return None
 

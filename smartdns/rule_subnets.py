@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Reason = Any  # octoDNS's ValidationReason, made by the `reason` factory we are given
+Validated = tuple[list[Any], set[str]]  # what octoDNS's `_validate_rules` returns: reasons, pools seen
 
 
 def _placeholder(rule_index: int) -> str:
@@ -25,7 +26,7 @@ def _placeholder(rule_index: int) -> str:
     return f"0.{rule_index // 65536 % 256}.{rule_index // 256 % 256}.{rule_index % 256}/32"
 
 
-def check_subnets(rules: list, reason: Callable[[str], Reason]) -> dict[int, list[Reason]]:
+def check_subnets(rules: list[Any], reason: Callable[[str], Reason]) -> dict[int, list[Reason]]:
     """octoDNS's subnet reasons, by rule number: invalid subnets, and subnets equal to or inside one
     already seen (in this or an earlier rule, octoDNS walking each rule's subnets sorted)."""
     out: dict[int, list[Reason]] = {}
@@ -63,10 +64,10 @@ def check_subnets(rules: list, reason: Callable[[str], Reason]) -> dict[int, lis
     return out
 
 
-def linear(original: Callable[..., tuple[list, set]], make_reason: Callable[..., Reason]) -> Callable[..., tuple[list, set]]:
+def linear(original: Callable[..., Validated], make_reason: Callable[..., Reason]) -> Callable[..., Validated]:
     """`original` (octoDNS's `_validate_rules`, unbound) with the subnet checks done here."""
 
-    def validate_rules(cls: Any, pools: Any, rules: Any, validator_id: Any = None) -> tuple[list, set]:
+    def validate_rules(cls: Any, pools: Any, rules: Any, validator_id: Any = None) -> Validated:
         if not isinstance(rules, (list, tuple)):
             return original(cls, pools, rules, validator_id=validator_id)
         stand_ins = []
@@ -77,7 +78,7 @@ def linear(original: Callable[..., tuple[list, set]], make_reason: Callable[...,
         reasons, pools_seen = original(cls, pools, stand_ins, validator_id=validator_id)
         ours = check_subnets(list(rules), lambda text: make_reason(text, validator_id=validator_id))
         # octoDNS lists a rule's subnet reasons after its other reasons and before its geo ones
-        merged: list = []
+        merged: list[Any] = []
         for item in reasons:
             number = _rule_number(str(item))
             if number is None:

@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine
 
-from .bindcheck import BindError, ensure_free, explain as explain_bind_error
+from .bindcheck import BindError, ensure_free
+from .bindcheck import explain as explain_bind_error
 from .catalog import Catalog
 from .config import Config, ListenAddress
 from .geo import Classifier
@@ -113,7 +114,7 @@ def _bind_group(address: ListenAddress, copies: int) -> list[Listener]:
             listener.tcp.close()
         raise
     bound = ListenAddress(address.host, port)
-    return [Listener(bound, l.udp, l.tcp) for l in group]
+    return [Listener(bound, listener.udp, listener.tcp) for listener in group]
 
 
 class Server(LoadSequence[State]):

@@ -20,6 +20,7 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.opcode
+import dns.rcode
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -34,17 +35,34 @@ QR, AA, TC, RD, RA, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0
 OPCODE_MASK = 0x7800
 ECHOED_FLAGS = RD | CD  # copied from query to response (RFC 1035 4.1.1, RFC 6840 5.9)
 EDNS_DO = 0x8000
-OPTION_NSID, OPTION_ECS = 3, 8
-TYPE_OPT = 41
-TYPE_SOA = 6
+OPTION_NSID, OPTION_ECS = dns.edns.OptionType.NSID, dns.edns.OptionType.ECS
+TYPE_OPT = dns.rdatatype.OPT
+TYPE_SOA = dns.rdatatype.SOA
 
 OUR_PAYLOAD = 1232  # the DNS flag day 2020 size: no IP fragmentation on common paths
 MIN_PAYLOAD = 512
 NO_EDNS_LIMIT = 512
 MAX_NAME = 255
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-BADVERS = 16
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN
+NOTIMP, REFUSED, BADVERS = dns.rcode.NOTIMP, dns.rcode.REFUSED, dns.rcode.BADVERS
+# A query's type and class as dnspython's enums, looked up once per value (a call to the enum costs ~1 us)
+_RDATATYPES: dict[int, dns.rdatatype.RdataType] = {}
+_RDATACLASSES: dict[int, dns.rdataclass.RdataClass] = {}
+
+
+def rdatatype(value: int) -> dns.rdatatype.RdataType:
+    found = _RDATATYPES.get(value)
+    if found is None:
+        found = _RDATATYPES[value] = dns.rdatatype.RdataType.make(value)  # at most 65536 entries
+    return found
+
+
+def rdataclass(value: int) -> dns.rdataclass.RdataClass:
+    found = _RDATACLASSES.get(value)
+    if found is None:
+        found = _RDATACLASSES[value] = dns.rdataclass.RdataClass.make(value)
+    return found
 
 
 class Malformed(Exception):
@@ -127,8 +145,8 @@ class Query:
     id: int
     flags: int
     qname: bytes  # the question name in lower-case wire form: the lookup key
-    qtype: int
-    qclass: int
+    qtype: dns.rdatatype.RdataType
+    qclass: dns.rdataclass.RdataClass
     question: bytes  # the question section exactly as sent (case preserved)
     edns: Edns | None
 
@@ -139,6 +157,13 @@ class Query:
     @property
     def name(self) -> dns.name.Name:
         return dns.name.from_wire(self.qname, 0)[0]
+
+
+def name_key(name: dns.name.Name) -> bytes:
+    """A name in lower-case wire form: how names are compared and looked up."""
+    wire = name.canonicalize().to_wire()
+    assert wire is not None  # to_wire() without a file returns the bytes
+    return wire
 
 
 def _read_name(data: bytes, pos: int) -> int:
@@ -218,7 +243,7 @@ def fast_parse(data: bytes) -> Query | None:
         edns = Edns(payload, version, bool(eflags & EDNS_DO), found[0], found[1])
     elif qend != len(data):
         return None
-    return Query(qid, flags, data[12:name_end].lower(), qtype, qclass, data[12:qend], edns)
+    return Query(qid, flags, data[12:name_end].lower(), rdatatype(qtype), rdataclass(qclass), data[12:qend], edns)
 
 
 def full_parse(data: bytes) -> Query | None:
@@ -249,8 +274,7 @@ def full_parse(data: bytes) -> Query | None:
         raise Malformed(f"{len(message.question)} questions", FORMERR, qid, flags,
                         question if len(message.question) == 1 else b"", edns=edns)
     rrset = message.question[0]
-    qname = rrset.name.canonicalize().to_wire()
-    return Query(qid, flags, qname, int(rrset.rdtype), int(rrset.rdclass), question, edns)
+    return Query(qid, flags, name_key(rrset.name), rrset.rdtype, rrset.rdclass, question, edns)
 
 
 def _echoable(question: bytes, opcode: int) -> bytes:
@@ -302,14 +326,15 @@ class Rendered:
     truncated: bool
 
 
-def render(qname: dns.name.Name, qtype: int, qclass: int, *, rcode: int, aa: bool,
+def render(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, qclass: dns.rdataclass.RdataClass, *,
+           rcode: int, aa: bool,
            answer: Section = (), authority: Section = (), additional: Section = (),
            required_additional: Iterable[dns.name.Name] = (), edns: Edns | None = None,
            nsid: bytes | None = None, limit: int = 65535) -> Rendered:
     """Render a response. When it does not fit `limit`: additional RRsets are dropped
     without TC (RFC 2181 9) unless required (glue); otherwise TC=1 with the question only."""
     flags = QR | (AA if aa else 0) | (rcode & 0xF)
-    options: list[tuple[int, bytes]] = []
+    options: list[tuple[dns.edns.OptionType, bytes]] = []
     if edns is not None and nsid is not None and edns.nsid:
         options.append((OPTION_NSID, nsid))
     opt_size = 11 + sum(4 + len(body) for _, body in options) if edns is not None else 0
@@ -338,17 +363,12 @@ def render(qname: dns.name.Name, qtype: int, qclass: int, *, rcode: int, aa: boo
     if edns is not None:
         ext_rcode = rcode >> 4
         ednsflags = (ext_rcode << 24) | (EDNS_DO if edns.do else 0)
-        renderer.add_edns(0, ednsflags, OUR_PAYLOAD, [_RawOption(code, body) for code, body in options])
+        renderer.add_edns(0, ednsflags, OUR_PAYLOAD, [dns.edns.GenericOption(code, body) for code, body in options])
     renderer.write_header()
     wire = renderer.get_wire()
     if edns is not None:
         opt_rdlen_at = len(wire) - sum(4 + len(body) for _, body in options) - 2
     return Rendered(wire, opt_rdlen_at, truncated)
-
-
-class _RawOption(dns.edns.GenericOption):
-    def __init__(self, code: int, body: bytes) -> None:
-        super().__init__(code, body)
 
 
 def splice(rendered: Rendered, query: Query, extra_option: bytes = b"") -> bytes:

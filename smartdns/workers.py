@@ -95,7 +95,7 @@ def raise_file_limit() -> None:
 
 def announce(listeners: list[Listener], count: int) -> None:
     """The line operators and tests wait for: every listener is answering from loaded data."""
-    log.info("listening on %s (udp+tcp)%s", ", ".join(str(l.address) for l in listeners),
+    log.info("listening on %s (udp+tcp)%s", ", ".join(str(listener.address) for listener in listeners),
              f", {count} workers" if count > 1 else "")
 
 

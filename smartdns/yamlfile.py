@@ -29,7 +29,7 @@ class YamlError(Exception):
         self.reason = reason
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping that knows where it and each of its keys stood in the file.
 
     `context` is the attribute octoDNS reads from record data for its own
@@ -45,8 +45,8 @@ class LineDict(dict):
 
 
 def _make_loader(path: str) -> type:
-    class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+    class _Loader(_BaseLoader):  # type: ignore[misc]  # PyYAML ships no types
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
             self.flatten_mapping(node)
             mapping = LineDict()
             mapping.line = node.start_mark.line + 1

@@ -24,9 +24,20 @@ import dns.rdtypes.ANY.SOA
 
 from .config import SoaSettings
 from .model import (
-    DynamicRRset, HealthCheck, Pool, PoolValue, Problem, RRsetSource, Rule, StaticRRset, ZoneData, ZoneLoadError,
+    DynamicRRset,
+    HealthCheck,
+    Pool,
+    PoolValue,
+    Problem,
+    RRsetSource,
+    Rule,
+    StaticRRset,
+    ZoneData,
+    ZoneLoadError,
     immutable_rdataset,
 )
+from .prefixes import PrefixSet
+from .wire import name_key
 from .yamlfile import LineDict
 
 MAX_RDATA = 65535  # RDLENGTH is 16 bits (RFC 1035 3.2.1)
@@ -79,12 +90,12 @@ class ZoneBuilder:
         for record in records:
             entry = record.entry
             owner = dns.name.from_text(record.name, self.origin) if record.name else self.origin
-            key = owner.canonicalize().to_wire()
+            key = name_key(owner)
             rdtype = dns.rdatatype.RdataType.make(record.rtype)
             rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
             if any(r is None for r in rdatas):
                 continue
-            size = sum(len(r.to_wire()) + RR_OVERHEAD for r in rdatas if r is not None)
+            size = sum(len(r.to_wire() or b"") + RR_OVERHEAD for r in rdatas if r is not None)
             if size > MAX_RRSET:
                 self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record.rtype,
                              f"the values take {size} bytes in wire format, more than a DNS message can carry "
@@ -102,12 +113,12 @@ class ZoneBuilder:
             raise ZoneLoadError(self.problems)
         self.warn_geo_bypass(records)
         soa, serial = self.soa(nodes, digest_items)
-        nodes.setdefault(self.origin.canonicalize().to_wire(), {})[dns.rdatatype.SOA] = StaticRRset(soa)
+        nodes.setdefault(name_key(self.origin), {})[dns.rdatatype.SOA] = StaticRRset(soa)
         names = set()
         for key in nodes:
             name = dns.name.from_wire(key, 0)[0]
             while len(name) >= len(self.origin):
-                names.add(name.to_wire())
+                names.add(name_key(name))
                 name = name.parent()
         return ZoneData(
             origin=self.origin,
@@ -119,7 +130,7 @@ class ZoneBuilder:
             record_count=len(records),
             names=frozenset(names),
             text=self.origin.to_text(),
-            wire=self.origin.canonicalize().to_wire(),
+            wire=name_key(self.origin),
         )
 
     def rdata(self, rdtype: dns.rdatatype.RdataType, text: str, record: RecordSpec) -> dns.rdata.Rdata | None:
@@ -127,7 +138,7 @@ class ZoneBuilder:
         line = entry.line_of("value") if "value" in entry else entry.line_of("values")
         try:
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
-            size = len(rdata.to_wire())
+            size = len(rdata.to_wire() or b"")
         except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
             self.problem(line, record.name, record.rtype, f"value {_short(text)!r} cannot be encoded: {exc}")
             return None
@@ -148,7 +159,7 @@ class ZoneBuilder:
             values = tuple(value(*v) for v in pool.values)
             pools[pool.name] = Pool(pool.name, tuple(v for v in values if v is not None), pool.fallback)
         rules = tuple(
-            Rule(pool, geos, tuple(ipaddress.ip_network(s, strict=False) for s in subnets))
+            Rule(pool, geos, PrefixSet(ipaddress.ip_network(s, strict=False) for s in subnets))
             for pool, geos, subnets in spec.rules
         )
         return DynamicRRset(
@@ -182,7 +193,7 @@ class ZoneBuilder:
     def soa(self, nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]],
             digest_items: list[Any]) -> tuple[dns.rdataset.ImmutableRdataset, int]:
         settings = self.soa_settings
-        apex = nodes.get(self.origin.canonicalize().to_wire(), {})
+        apex = nodes.get(name_key(self.origin), {})
         ns = apex.get(dns.rdatatype.NS)
         if settings.mname:
             mname = dns.name.from_text(settings.mname, self.origin)
@@ -191,7 +202,8 @@ class ZoneBuilder:
         else:
             mname = dns.name.from_text("ns1", self.origin)
         rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
-        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum, settings.ttl]
+        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum,
+                  settings.ttl]
         serial = settings.serial or content_serial(digest_items, fields)
         rdata = dns.rdtypes.ANY.SOA.SOA(
             dns.rdataclass.IN, dns.rdatatype.SOA, mname, rname, serial,

@@ -274,7 +274,7 @@ def _healthcheck(record: Any) -> HealthCheck | None:
     )
 
 
-def _with_context(data: dict, entry: LineDict) -> LineDict:
+def _with_context(data: dict[str, Any], entry: LineDict) -> LineDict:
     out = LineDict(data)
     out.line, out.key_lines, out.context = entry.line, entry.key_lines, entry.context
     return out
@@ -289,7 +289,7 @@ def _reason_line(reason: str, entry: LineDict) -> int:
             rules = dynamic.get("rules")
             index = int(words[1]) - 1
             if isinstance(rules, list) and 0 <= index < len(rules) and isinstance(rules[index], LineDict):
-                return rules[index].line
+                return int(rules[index].line)
         pools = dynamic.get("pools")
         if isinstance(pools, LineDict):
             # 'invalid weight "0" in pool "one" value 1': the line of that weight
@@ -298,10 +298,10 @@ def _reason_line(reason: str, entry: LineDict) -> int:
                 values = pools[match.group(2)].get("values")
                 index = int(match.group(3)) - 1
                 if isinstance(values, list) and 0 <= index < len(values) and isinstance(values[index], LineDict):
-                    return values[index].line_of(match.group(1))
+                    return int(values[index].line_of(match.group(1)))
             loop = re.match(r"loop in pool fallbacks: (\S+)", reason)  # at the fallback that starts it
             if loop and isinstance(pools.get(loop.group(1)), LineDict):
-                return pools[loop.group(1)].line_of("fallback")
+                return int(pools[loop.group(1)].line_of("fallback"))
             if "pool" in reason:
                 for pool_id in pools:
                     if f'"{pool_id}"' in reason:

@@ -31,221 +31,48 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-
-from smartdns import policy
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DOMESTIC, OVERSEAS, REPO, SmartDNS, build_mmdb
-from smartdns.catalog import Catalog
-from smartdns.config import SoaSettings
-from smartdns.geo import Classifier
-from smartdns.hotcache import Responder
-from smartdns.responder import State
-from smartdns.wire import Malformed, fast_parse, full_parse
-from smartdns.zonefile import CONTINENT_OF, load_zone
-
-# --------------------------------------------------------------------------- zones
-
-LONG = "x" * 200  # one TXT string of 200 bytes
-SOA_TTL, SOA_MINIMUM = 600, 120  # the module server's SOA: negative TTL = min = 120
-NET_SOA_TTL, NET_SOA_MINIMUM = 60, 300  # per-zone override for example.net: negative TTL = 60
-DS_DIGEST = "2BB183AF5F22588179A53B0A98631FAD1A292118"
-
-
-def _bigmx() -> str:
-    exchanges = "\n".join(f"      - exchange: mx{i}.example.com.\n        preference: {i}" for i in range(12))
-    hosts = "\n".join(
-        f"mx{i}:\n  - type: A\n    value: 192.0.2.{120 + i}\n  - type: AAAA\n    value: 2001:db8::{120 + i:x}"
-        for i in range(12)
-    )
-    return f"bigmx:\n  type: MX\n  values:\n{exchanges}\n{hosts}\n"
-
-
-def _txt(name: str, count: int) -> str:
-    values = "\n".join(f"    - {LONG}{i}" for i in range(count))
-    return f"{name}:\n  type: TXT\n  values:\n{values}\n"
-
-
-EXAMPLE_COM = textwrap.dedent(f"""\
-    '':
-      - type: MX
-        values:
-          - exchange: mx.example.com.
-            preference: 10
-      - type: NS
-        values: [ns1.example.com., ns2.example.com.]
-      - type: TXT
-        value: v=spf1 mx -all
-    '*.cw':
-      type: CNAME
-      value: www.example.com.
-    '*.w':
-      - type: A
-        value: 192.0.2.1
-      - type: TXT
-        value: wild
-    _sip._tcp:
-      type: SRV
-      values:
-        - port: 5060
-          priority: 10
-          target: sip.example.com.
-          weight: 5
-    a.b.w:
-      type: A
-      value: 192.0.2.2
-    biga:
-      type: A
-      values: [{", ".join(f"192.0.2.{i}" for i in range(1, 41))}]
-    c1:
-      type: CNAME
-      value: c2.example.com.
-    c2:
-      type: CNAME
-      value: c3.example.net.
-    chain-nx:
-      type: CNAME
-      value: gone.example.com.
-    chain-out:
-      type: CNAME
-      value: www.elsewhere.org.
-    d:
-      - type: DNAME
-        value: example.net.
-      - type: TXT
-        value: dname owner
-    d2:
-      type: DNAME
-      value: dt.example.com.
-    dout:
-      type: DNAME
-      value: elsewhere.org.
-    q.dt:
-      type: A
-      value: 192.0.2.78
-    final:
-      type: A
-      value: 192.0.2.99
-    mx:
-      - type: A
-        value: 192.0.2.25
-      - type: AAAA
-        value: 2001:db8::25
-    nods:
-      type: NS
-      value: ns.nods.example.com.
-    ns.nods:
-      type: A
-      value: 192.0.2.110
-    ns1:
-      - type: A
-        value: 192.0.2.53
-      - type: AAAA
-        value: 2001:db8::53
-    ns2:
-      type: A
-      value: 192.0.2.54
-    ns1.sub:
-      - type: A
-        value: 192.0.2.100
-      - type: AAAA
-        value: 2001:db8::100
-    sip:
-      type: A
-      value: 192.0.2.60
-    sub:
-      - type: DS
-        value:
-          algorithm: 8
-          digest: {DS_DIGEST}
-          digest_type: 1
-          key_tag: 60485
-      - type: NS
-        values: [ns1.sub.example.com., ns.example.net.]
-    www:
-      type: A
-      value: 192.0.2.80
-    x.w:
-      type: TXT
-      value: exists
-    """) + _bigmx() + _txt("medtxt", 2) + _txt("bigtxt", 4) + _txt("hugetxt", 8)
-
-EXAMPLE_NET = textwrap.dedent("""\
-    '':
-      type: NS
-      values: [ns1.example.com.]
-    c3:
-      type: CNAME
-      value: final.example.com.
-    q:
-      type: A
-      value: 192.0.2.77
-    """)
-
-
-def _geo_a(domestic: str, overseas: str) -> str:
-    return textwrap.dedent(f"""\
-          dynamic:
-            pools:
-              domestic:
-                values:
-                  - value: {domestic}
-              overseas:
-                values:
-                  - value: {overseas}
-            rules:
-              - geos: [AS-CN]
-                pool: domestic
-              - pool: overseas
-          ttl: 60
-          type: A
-          values: [{domestic}, {overseas}]
-    """)
-
-
-# Dynamic NS and SRV targets (item 8): the additional A is the same geo choice as a direct query.
-GEO_EXAMPLE = textwrap.dedent("""\
-    '':
-      type: NS
-      values: [ns.geo.example.]
-    _smtp._tcp:
-      type: SRV
-      values:
-        - port: 25
-          priority: 10
-          target: srv.geo.example.
-          weight: 5
-    ns:
-    """) + textwrap.indent(_geo_a("192.0.2.10", "198.51.100.10"), "  ") + "srv:\n" + textwrap.indent(
-    _geo_a("192.0.2.11", "198.51.100.11"), "  ")
-
-ZONES = {"example.com.": EXAMPLE_COM, "example.net.": EXAMPLE_NET, "geo.example.": GEO_EXAMPLE}
-CONFIG = {
-    "soa": {"ttl": SOA_TTL, "minimum": SOA_MINIMUM,
-            "zones": {"example.net": {"ttl": NET_SOA_TTL, "minimum": NET_SOA_MINIMUM}}},
-    "tcp": {"idle_timeout": 1},
-}
-
-A, AAAA, NS, MX, TXT, SOA, CNAME, DNAME, DS, SRV, ANY = (
-    dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.NS, dns.rdatatype.MX, dns.rdatatype.TXT,
-    dns.rdatatype.SOA, dns.rdatatype.CNAME, dns.rdatatype.DNAME, dns.rdatatype.DS, dns.rdatatype.SRV,
-    dns.rdatatype.ANY,
+from conftest import (
+    CONFIG,
+    DOMESTIC,
+    DS,
+    DS_DIGEST,
+    MX,
+    NET_SOA_TTL,
+    NS,
+    OVERSEAS,
+    PROPERTY,
+    REPO,
+    SOA,
+    SOA_MINIMUM,
+    SOA_TTL,
+    TRANSPORTS,
+    TXT,
+    ZONES,
+    A,
+    SmartDNS,
+    bad_ecs_queries,
+    build_mmdb,
+    ecs_option,
+    fresh_responder,
+    header,
+    opt_record,
+    queries,
+    question,
+    read_frame,
+    start_authoritative,
 )
-TRANSPORTS = pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
-
+from smartdns import policy
+from smartdns.hotcache import Responder
+from smartdns.wire import Malformed, fast_parse, full_parse
 
 # --------------------------------------------------------------------------- fixtures and helpers
 
-def _start(workdir: Path, config: dict | None = None) -> SmartDNS:
-    workdir.mkdir(parents=True, exist_ok=True)
-    mmdb = build_mmdb(workdir)
-    return SmartDNS(workdir, zones=ZONES, config={**CONFIG, "geodb": [str(mmdb)], **(config or {})}).start()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmartDNS]:
-    running = _start(tmp_path_factory.mktemp("authoritative"))
+    running = start_authoritative(tmp_path_factory.mktemp("authoritative"))
     yield running
     running.stop()
 
@@ -259,24 +86,6 @@ def udp_raw(server: SmartDNS, data: bytes, timeout: float = 2.0) -> bytes | None
             return sock.recv(65535)
         except socket.timeout:
             return None
-
-
-def read_frame(sock: socket.socket) -> bytes | None:
-    """One RFC 1035 4.2.2 message off a TCP stream; None when the server closed it."""
-    head = _read_exactly(sock, 2)
-    if head is None:
-        return None
-    return _read_exactly(sock, struct.unpack("!H", head)[0])
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    out = b""
-    while len(out) < size:
-        chunk = sock.recv(size - len(out))
-        if not chunk:
-            return None
-        out += chunk
-    return out
 
 
 def tcp_raw(server: SmartDNS, data: bytes) -> bytes | None:
@@ -322,23 +131,6 @@ def assert_negative(response: dns.message.Message, rcode: int, zone: str = "exam
     assert soa is not None, response
     assert soa.ttl == ttl, response
     assert shape(response, "authority") == {(zone, "SOA")}
-
-
-def header(qid: int = 0x1234, flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
-    return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
-
-
-def question(name: str = "www.example.com.", rdtype: int = A) -> bytes:
-    return dns.name.from_text(name).to_wire() + struct.pack("!HH", rdtype, 1)
-
-
-def opt_record(payload: int = 1232, version: int = 0, do: bool = False, options: bytes = b"") -> bytes:
-    return b"\x00" + struct.pack("!HHBBHH", 41, payload, 0, version, 0x8000 if do else 0, len(options)) + options
-
-
-def ecs_option(address: bytes = b"\xcb\x00\x71", source: int = 24, family: int = 1) -> bytes:
-    body = struct.pack("!HBB", family, source, 0) + address
-    return struct.pack("!HH", 8, len(body)) + body
 
 
 # --------------------------------------------------------------------------- 1. AA and RA
@@ -1059,110 +851,6 @@ def test_item14_garbage_never_crashes_or_stops_the_server(smartdns):
 
 
 # --------------------------------------------------------------------------- 15. fast path == full path
-
-# deterministic (seeded from the test), no example database written into the repository
-PROPERTY = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-
-
-@pytest.fixture(scope="module")
-def zone_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    directory = tmp_path_factory.mktemp("zones")
-    zones = {}
-    for name, text in ZONES.items():
-        path = directory / f"{name}yaml"
-        path.write_text(text)
-        # the SOA settings of CONFIG, so that the SOA (and its serial) is the server's
-        soa = (SoaSettings(ttl=NET_SOA_TTL, minimum=NET_SOA_MINIMUM) if name == "example.net."
-               else SoaSettings(ttl=SOA_TTL, minimum=SOA_MINIMUM))
-        zones[str(path)] = load_zone(path, soa)
-    return zones
-
-
-def fresh_responder(zones: dict, mmdb: Path) -> Responder:
-    """As server.py's build_state does it; a fresh State has empty caches."""
-    return Responder(State(Catalog(zones), Classifier((mmdb,), CONTINENT_OF)))
-
-
-LABELS = st.sampled_from(["www", "foo", "w", "x", "b", "a", "d", "q", "sub", "host", "ns1", "c1", "mx",
-                          "bigmx", "biga", "hugetxt", "medtxt", "dout", "*", "_sip", "_tcp", "ns", "srv", "zz"])
-ZONE_SUFFIXES = st.sampled_from(["example.com.", "example.net.", "geo.example.", "example.org.", "com.", ""])
-TYPES = st.sampled_from([A, AAAA, MX, NS, TXT, SOA, CNAME, DNAME, DS, SRV, ANY, dns.rdatatype.AXFR,
-                         dns.rdatatype.IXFR, dns.rdatatype.OPT, 0, 65000])
-CLASSES = st.sampled_from([1, 1, 1, 3, 255])
-
-
-@st.composite
-def qnames(draw) -> str:
-    labels = draw(st.lists(LABELS, max_size=3))
-    text = ".".join(labels + [draw(ZONE_SUFFIXES)]).strip(".") + "."
-    if text == ".":
-        return text
-    # random 0x20 case
-    return "".join(c.upper() if draw(st.booleans()) else c for c in text)
-
-
-@st.composite
-def ecs_options(draw) -> bytes:
-    """One well-formed ECS option (RFC 7871 6: address bits beyond the prefix are zero)."""
-    family = draw(st.sampled_from([1, 2]))
-    source = draw(st.integers(0, 32 if family == 1 else 128))
-    size = (source + 7) // 8
-    address = bytearray(draw(st.binary(min_size=size, max_size=size)))
-    if source % 8:
-        address[-1] &= (0xFF << (8 - source % 8)) & 0xFF
-    return ecs_option(bytes(address), source, family)
-
-
-@st.composite
-def options(draw) -> bytes:
-    parts = [draw(ecs_options())] if draw(st.booleans()) else []  # at most one ECS: two is FORMERR
-    for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["nsid", "unknown", "cookie"]))
-        if kind == "nsid":
-            parts.append(struct.pack("!HH", 3, 0))
-        elif kind == "unknown":
-            body = draw(st.binary(max_size=8))
-            parts.append(struct.pack("!HH", draw(st.integers(20, 65535)), len(body)) + body)
-        else:
-            parts.append(struct.pack("!HH", 10, 8) + b"\x01" * 8)
-    return b"".join(draw(st.permutations(parts)))
-
-
-@st.composite
-def queries(draw) -> bytes:
-    flags = draw(st.sampled_from([0, 0x0100, 0x0110, 0x0120, 0x0500]))  # RD, CD, AD, AA in a query
-    edns = draw(st.booleans())
-    data = header(draw(st.integers(0, 65535)), flags, ar=1 if edns else 0)
-    data += dns.name.from_text(draw(qnames())).to_wire() + struct.pack("!HH", draw(TYPES), draw(CLASSES))
-    if edns:
-        data += opt_record(draw(st.sampled_from([0, 1, 511, 512, 1232, 1400, 4096, 65535])), 0,
-                           draw(st.booleans()), draw(options()))
-    return data
-
-
-@st.composite
-def bad_ecs_options(draw) -> bytes:
-    """ECS options RFC 7871 6 calls malformed: FORMERR on both paths."""
-    kind = draw(st.sampled_from(["short", "long", "bits", "family", "prefix", "two"]))
-    if kind == "short":
-        return ecs_option(b"\xcb\x00", 24)
-    if kind == "long":
-        return ecs_option(b"\xcb\x00\x71\x00", 24)
-    if kind == "bits":
-        return ecs_option(b"\xcb\x00\x71", draw(st.integers(17, 23)))
-    if kind == "family":
-        return ecs_option(b"\xcb", 8, family=3)
-    if kind == "prefix":
-        return ecs_option(b"\xcb" * 5, 33)
-    return draw(ecs_options()) + draw(ecs_options())
-
-
-@st.composite
-def bad_ecs_queries(draw) -> bytes:
-    data = header(draw(st.integers(0, 65535)), 0x0100, ar=1) + question(draw(qnames()))
-    return data + opt_record(1232, 0, draw(st.booleans()), draw(bad_ecs_options()))
-
-
 def parse_outcome(parse, data: bytes) -> object:
     """A parser's Query, None, or (rcode, id) of the Malformed it raised."""
     try:
@@ -1286,7 +974,7 @@ def knot(zone_data, tmp_path_factory) -> Iterator[Knot]:
             continue  # dynamic records: knot has no equivalent
         (directory / f"{zone.origin.to_text()}zone").write_text(_zone_text(zone))
         zones.append(f"  - domain: {zone.origin.to_text()}\n    file: {directory}/{zone.origin.to_text()}zone\n")
-    for attempt in range(5):
+    for _attempt in range(5):
         port = _free_port()
         (directory / "knot.conf").write_text(
             "server:\n"

@@ -221,7 +221,8 @@ def test_bad_zone_is_one_clear_line(checked, case):
     assert result.returncode == 1, output
     assert "Traceback" not in output, output
     lines = [line for line in result.stdout.splitlines() if line.startswith(case.expected)]
-    assert any(all(part in line for part in case.reason.split(" … ")) for line in lines), f"expected {case.expected!r}...{case.reason!r} in:\n{output}"
+    assert any(all(part in line for part in case.reason.split(" … ")) for line in lines), \
+        f"expected {case.expected!r}...{case.reason!r} in:\n{output}"
 
 
 def test_file_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch, capsys):
@@ -259,7 +260,8 @@ BAD_EDITS = [  # (what, file bytes, the log line's pattern after "zone error: ")
     ("cname-loop", GOOD.format(address="192.0.2.9") + "a:\n  type: CNAME\n  value: a.example.com.\n",
      r"example\.com\.yaml:11: a CNAME: Loop detected"),
     ("rules-not-a-list", GOOD.format(address="192.0.2.9").replace(
-        "mx:\n  type: A\n", "mx:\n  type: A\n  dynamic:\n    pools: {}\n    rules: 5\n"), r"example\.com\.yaml:8: mx A: dynamic rules"),
+        "mx:\n  type: A\n", "mx:\n  type: A\n  dynamic:\n    pools: {}\n    rules: 5\n"),
+     r"example\.com\.yaml:8: mx A: dynamic rules"),
     ("non-utf8", (GOOD.format(address="192.0.2.9") + "t:\n  type: TXT\n  value: caf\xe9\n").encode("latin-1"),
      r"example\.com\.yaml:12: t: not UTF-8"),
     ("out-of-zone", GOOD.format(address="192.0.2.9") + "foo.other.org.:\n  type: A\n  value: 192.0.2.1\n",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dns.rcode
 import pytest
+
 from conftest import REPO, SmartDNS, build_mmdb, wait_for
 
 
@@ -48,7 +49,8 @@ BAD_ARGUMENTS = [
     (("explain", "1.2.3.4", "--geodb", "/nonexistent/x.mmdb"), "geodb /nonexistent/x.mmdb: cannot open"),
     (("geodb",), "the following arguments are required: TOOL"),
     (("geodb", "build", "in.csv"), "the following arguments are required: -o/--output"),
-    (("geodb", "build", "/nonexistent/in.csv", "-o", "/nonexistent/out.mmdb"), "argument INPUT.csv: /nonexistent/in.csv: no such file"),
+    (("geodb", "build", "/nonexistent/in.csv", "-o", "/nonexistent/out.mmdb"),
+     "argument INPUT.csv: /nonexistent/in.csv: no such file"),
 ]
 
 

@@ -17,8 +17,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
 import dns.rrset
 import pytest
-from conftest import EXAMPLE_ZONES
 
+from conftest import EXAMPLE_ZONES
 from smartdns.config import SoaSettings
 from smartdns.dnssec import keys
 from smartdns.dnssec.denial import sort_key
@@ -164,7 +164,8 @@ def test_every_rrset_and_nsec_of_the_example_zone_validates(tmp_path: Path) -> N
 def test_nsec_lookups_in_canonical_order(tmp_path: Path) -> None:
     _, _, (_, signed) = _example(tmp_path)
     chain = signed.nsec
-    wire = lambda text: dns.name.from_text(text).canonicalize().to_wire()
+    def wire(text: str) -> bytes:
+        return dns.name.from_text(text).canonicalize().to_wire()
     assert chain.matching(wire("mx.example.com.")) == 1
     assert chain.covering(wire("a.example.com.")) == 0
     assert chain.covering(wire("mz.example.com.")) == 1

@@ -10,36 +10,28 @@ from __future__ import annotations
 import dns.name
 import dns.rdatatype
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import build_mmdb
+from conftest import build_mmdb, header, opt_record, question
 from smartdns import policy
 from smartdns.catalog import Catalog
-from smartdns.config import SoaSettings
 from smartdns.geo import Classifier
 from smartdns.hotcache import Responder
 from smartdns.responder import State
 from smartdns.wire import full_parse, splice
-from smartdns.zonefile import CONTINENT_OF, load_zone
-from test_authoritative import NET_SOA_MINIMUM, NET_SOA_TTL, SOA_MINIMUM, SOA_TTL, ZONES, header, opt_record
+from smartdns.zonefile import CONTINENT_OF
 
 LABELS = st.sampled_from(["www", "a", "b", "x", "*", "ns1", "hostmaster", "mx", "sub", "d", "d2", "w", "host",
                           "deep", "q", "zz", "_tcp", "Mx", "NS1"])
-SUFFIXES = st.sampled_from(["example.com.", "example.net.", "geo.example.", "sub.example.com.", "w.example.com."])
+SUFFIXES = st.sampled_from(["example.com.", "example.net.", "geo.example.", "sub.example.com.", "w.example.com.",
+                            "mname.example.", "sub.mname.example.", "ns1.sub.mname.example."])
 TYPES = st.sampled_from([1, 28, 15, 2, 16, 6, 5, 39, 43, 33, 255, 99, 65000])
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Catalog:
-    directory = tmp_path_factory.mktemp("zones")
-    zones = {}
-    for name, text in ZONES.items():
-        path = directory / f"{name}yaml"
-        path.write_text(text)
-        soa = SoaSettings(ttl=NET_SOA_TTL, minimum=NET_SOA_MINIMUM) if name == "example.net." else \
-            SoaSettings(ttl=SOA_TTL, minimum=SOA_MINIMUM)
-        zones[str(path)] = load_zone(path, soa)
-    return Catalog(zones)
+def catalog(zone_data) -> Catalog:
+    return Catalog(zone_data)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,6 @@ def test_negative_template_matches_dnspython(responder, name, rdtype, edns, case
 
 
 def test_case_variants_share_one_cache_entry_and_keep_their_case(responder):
-    from test_authoritative import question
 
     responder.state.hot_udp.clear()
     variants = ["www.example.com.", "WWW.Example.COM.", "wWw.eXaMpLe.cOm."]

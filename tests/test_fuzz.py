@@ -33,14 +33,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DOMESTIC, OVERSEAS, SmartDNS, build_mmdb
+from conftest import (
+    DOMESTIC,
+    OVERSEAS,
+    PROPERTY,
+    SmartDNS,
+    bad_ecs_queries,
+    build_mmdb,
+    ecs_option,
+    fresh_responder,
+    header,
+    queries,
+    read_frame,
+    start_authoritative,
+)
 from smartdns import wire
 from smartdns.hotcache import Responder
 from smartdns.wire import Malformed, Query, fast_parse, full_parse
-from test_authoritative import (
-    PROPERTY, _start, bad_ecs_queries, ecs_option, fresh_responder, header, queries, read_frame,
-    zone_data,  # noqa: F401 - a fixture: the authoritative suite's zones, loaded the same way
-)
 
 ALLOWED_RCODES = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.REFUSED, dns.rcode.FORMERR,
                             dns.rcode.NOTIMP, dns.rcode.BADVERS, dns.rcode.YXDOMAIN})
@@ -133,7 +142,7 @@ def structural(draw) -> bytes:
     if kind == "pointer-chain":  # pointers to pointers, many deep
         depth = draw(st.integers(2, 60))
         body = b"\x00"
-        for i in range(depth):  # each pointer points at the previous one
+        for _ in range(depth):  # each pointer points at the previous one
             body += struct.pack("!H", 0xC000 | (12 + max(0, len(body) - 2)))
         return header(qid) + body + b"\x00\x01\x00\x01"
     if kind == "label-64":
@@ -320,7 +329,7 @@ def test_named_edges_get_formerr_or_notimp(responder, data):
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmartDNS]:
-    server = _start(tmp_path_factory.mktemp("fuzzlive"))
+    server = start_authoritative(tmp_path_factory.mktemp("fuzzlive"))
     yield server
     server.stop()
 

@@ -3,111 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 
 import pytest
 
-from conftest import DOMESTIC, OVERSEAS, wait_for
+from conftest import DOMESTIC, DOMESTIC_MX, OVERSEAS, OVERSEAS_MX, Listener, free_port, health_zone, wait_for
 from smartdns.health import Target, probe
 from smartdns.model import HealthCheck
-
-DOMESTIC_MX = "127.0.0.21"
-OVERSEAS_MX = "127.0.0.22"
-
-
-class Listener:
-    """A real TCP listener that speaks like a mail server (or says `greeting`), in a thread."""
-
-    def __init__(self, host: str, port: int = 0, greeting: bytes = b"220-mx.test ESMTP\r\n220 ready\r\n") -> None:
-        self.host, self.greeting = host, greeting
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.port = self.sock.getsockname()[1]
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.running = True
-        self.accepted = 0
-        self.quits = 0
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.accepted += 1
-            with conn:
-                conn.settimeout(1)
-                try:
-                    conn.sendall(self.greeting)
-                    if conn.recv(64).startswith(b"QUIT"):
-                        self.quits += 1
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-
-
-def free_port(*hosts: str) -> int:
-    """A port free on every host given (they are all loopback addresses)."""
-    for _ in range(50):
-        probe_sock = socket.socket()
-        probe_sock.bind((hosts[0], 0))
-        port = probe_sock.getsockname()[1]
-        probe_sock.close()
-        try:
-            for host in hosts:
-                s = socket.socket()
-                s.bind((host, port))
-                s.close()
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
-def zone(port: int, protocol: str = "SMTP") -> str:
-    return f"""
-    ---
-    '':
-      - type: NS
-        values: [ns1.example.com.]
-      - type: MX
-        value: {{exchange: mx.example.com., preference: 10}}
-    mx:
-      dynamic:
-        pools:
-          domestic:
-            values:
-              - value: {DOMESTIC_MX}
-          overseas:
-            values:
-              - value: {OVERSEAS_MX}
-        rules:
-          - geos: [AS-CN]
-            pool: domestic
-          - pool: overseas
-      octodns:
-        healthcheck:
-          port: {port}
-          protocol: TCP
-        smartdns:
-          healthcheck:
-            protocol: {protocol}
-      ttl: 5
-      type: A
-      values: [{DOMESTIC_MX}, {OVERSEAS_MX}]
-    ns1:
-      type: A
-      value: 127.0.0.53
-    """
 
 
 def answer(server, source: str) -> str:
@@ -123,7 +24,7 @@ def test_closing_overseas_site_moves_overseas_clients_and_back(smartdns, geo_mmd
     domestic = Listener(DOMESTIC_MX, port)
     overseas = Listener(OVERSEAS_MX, port)
     try:
-        server = smartdns(zones={"example.com": zone(port)}, config={"geodb": [str(geo_mmdb)], "health": HEALTH})
+        server = smartdns(zones={"example.com": health_zone(port)}, config={"geodb": [str(geo_mmdb)], "health": HEALTH})
         wait_for(lambda: overseas.quits >= 2, 5)  # SMTP checks ran to QUIT
         assert answer(server, OVERSEAS) == OVERSEAS_MX
         assert answer(server, DOMESTIC) == DOMESTIC_MX
@@ -144,7 +45,7 @@ def test_closing_overseas_site_moves_overseas_clients_and_back(smartdns, geo_mmd
 
 def test_nothing_up_fails_open_to_plain_values(smartdns, geo_mmdb):
     port = free_port(DOMESTIC_MX, OVERSEAS_MX)  # nobody listens there
-    server = smartdns(zones={"example.com": zone(port, "TCP")}, config={"geodb": [str(geo_mmdb)], "health": HEALTH})
+    server = smartdns(zones={"example.com": health_zone(port, "TCP")}, config={"geodb": [str(geo_mmdb)], "health": HEALTH})
     server.wait_for_log(rf"health: TCP {OVERSEAS_MX}:{port} is DOWN")
     server.wait_for_log(rf"health: TCP {DOMESTIC_MX}:{port} is DOWN")
     seen = {answer(server, OVERSEAS) for _ in range(30)}

@@ -30,7 +30,7 @@ def test_a_second_smartdns_on_a_port_in_use_refuses_to_start(tmp_path, workers):
         second = serve(tmp_path, "--listen", address, "--workers", workers)
         assert second.returncode == 1, second.stderr
         assert "listening on" not in second.stderr and "Traceback" not in second.stderr
-        line = next(l for l in second.stderr.splitlines() if "ERROR" in l)
+        line = next(text for text in second.stderr.splitlines() if "ERROR" in text)
         assert f"cannot listen on {address} (udp): address already in use by pid {first.proc.pid} (" in line, line
         assert "smartdns serve" in line and "only smartdns's own workers share a port" in line
         # the first server still gets every query

@@ -28,8 +28,9 @@ def test_exchange_address_follows_the_resolver(server, tcp):
     for _ in range(10):  # the overseas pool is weighted random: every answer must come from it
         assert addresses(server.query("mx.example.com", "A", source=DOMESTIC, tcp=tcp)) == DOMESTIC_A
         assert addresses(server.query("mx.example.com", "A", source=OVERSEAS, tcp=tcp)) <= OVERSEAS_A
-    assert addresses(server.query("mx.example.com", "AAAA", source=DOMESTIC, tcp=tcp), rdtype=dns.rdatatype.AAAA) == {"2001:db8:c::10"}
-    assert addresses(server.query("mx.example.com", "AAAA", source=OVERSEAS, tcp=tcp), rdtype=dns.rdatatype.AAAA) == {"2001:db8:e::10"}
+    aaaa = dns.rdatatype.AAAA
+    assert addresses(server.query("mx.example.com", "AAAA", source=DOMESTIC, tcp=tcp), rdtype=aaaa) == {"2001:db8:c::10"}
+    assert addresses(server.query("mx.example.com", "AAAA", source=OVERSEAS, tcp=tcp), rdtype=aaaa) == {"2001:db8:e::10"}
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

@@ -8,7 +8,7 @@ import time
 import dns.edns
 import pytest
 
-from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS
+from conftest import DOMESTIC, DOMESTIC_MX, EXAMPLE_ZONES, OVERSEAS, OVERSEAS_MX, free_port, health_zone
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -42,7 +42,8 @@ def test_answers_per_pool_match_what_was_sent(smartdns, geo_mmdb, workers):
     assert answers_by_pool(server) == sent
     text = server.http("/metrics")[1]
     queries = samples(text, "smartdns_queries_total")
-    udp_noerror = sum(v for labels, v in queries.items() if dict(labels)["rcode"] == "NOERROR" and dict(labels)["transport"] == "udp")
+    udp_noerror = sum(v for labels, v in queries.items()
+                      if dict(labels)["rcode"] == "NOERROR" and dict(labels)["transport"] == "udp")
     assert udp_noerror == 300
     assert samples(text, "smartdns_zones_loaded")[()] == 1
     assert samples(text, "smartdns_response_seconds_count")[()] > 0
@@ -89,10 +90,9 @@ def test_metrics_port_taken_does_not_stop_dns(smartdns):
 
 
 def test_health_state_is_exported(smartdns, geo_mmdb):
-    from test_health import DOMESTIC_MX, OVERSEAS_MX, free_port, zone
 
     port = free_port(DOMESTIC_MX, OVERSEAS_MX)  # nothing listens: both go down
-    server = smartdns(zones={"example.com": zone(port, "TCP")},
+    server = smartdns(zones={"example.com": health_zone(port, "TCP")},
                       config={"geodb": [str(geo_mmdb)], "health": {"interval": 0.5, "timeout": 0.3, "rise": 1, "fall": 1}})
     server.wait_for_log(rf"health: TCP {OVERSEAS_MX}:{port} is DOWN")
     deadline = time.monotonic() + 5

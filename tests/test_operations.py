@@ -12,8 +12,8 @@ from pathlib import Path
 import dns.edns
 import dns.message
 import dns.query
-import dns.rdataclass
 import dns.rcode
+import dns.rdataclass
 import pytest
 
 from conftest import SmartDNS, children
@@ -84,7 +84,7 @@ def test_json_logs_and_sampled_query_log(smartdns):
     server.query("mx.example.com", "A", source="127.0.0.3", use_edns=0,
                  options=[dns.edns.ECSOption("8.8.8.0", 24)])
     line = server.wait_for_log(r'"message": "query"')
-    entries = [json.loads(l) for l in server.log_lines]  # one JSON object per line, every line
+    entries = [json.loads(text) for text in server.log_lines]  # one JSON object per line, every line
     assert all({"time", "level", "message"} <= set(e) for e in entries)
     logged = json.loads(line)  # the fields at the top level, not JSON inside a string
     assert logged["client"] == "127.0.0.3" and logged["ecs"] == "8.8.8.0/24"

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smartdns.prefixes import PrefixSet
-
 # The reference: octoDNS's validation as it ships, taken before smartdns replaces it.
 from octodns.record.dynamic import _DynamicMixin  # noqa: E402  (isort: the test imports octoDNS on purpose)
+
+from smartdns.prefixes import PrefixSet
 
 OCTODNS_VALIDATE_RULES = _DynamicMixin._validate_rules.__func__
 import smartdns.zonefile  # noqa: E402,F401  installs the linear check

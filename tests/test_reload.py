@@ -68,7 +68,7 @@ def test_edit_goes_live_with_zero_lost_queries(smartdns):
     time.sleep(0.5)
     for version, address in ((2, "192.0.2.2"), (3, "192.0.2.3"), (4, "192.0.2.4")):
         server.write_zone("example.com", ZONE.format(version=version, address=address))
-        took = wait_for(lambda: address_of(server) == address, 5)
+        took = wait_for(lambda address=address: address_of(server) == address, 5)
         assert took < 5
     wait_for(lambda: "192.0.2.4" in loop.answers, 5)
     loop.stop_flag.set()

@@ -6,8 +6,7 @@ import os
 import signal
 import time
 
-from conftest import OVERSEAS, children, wait_for
-from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, zone
+from conftest import DOMESTIC_MX, OVERSEAS, OVERSEAS_MX, Listener, children, free_port, health_zone, wait_for
 
 
 def test_two_workers_answer_on_one_port_and_restart(smartdns):
@@ -30,7 +29,7 @@ def test_health_is_probed_once_per_target_and_reaches_every_worker(smartdns, geo
     domestic, overseas = Listener(DOMESTIC_MX, port), Listener(OVERSEAS_MX, port)
     health = {"interval": 1, "timeout": 0.5, "rise": 2, "fall": 2}
     try:
-        server = smartdns(zones={"example.com": zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
+        server = smartdns(zones={"example.com": health_zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
                           args=("--workers", "2"))
         time.sleep(3.5)
         # one probe a second per target, whatever the number of workers (2 here): 3 to 5, not 8
@@ -51,11 +50,11 @@ def test_broken_edit_keeps_health_checking_the_last_good_zone(smartdns, geo_mmdb
     domestic = Listener(DOMESTIC_MX, port)  # the overseas site is down: nothing listens there
     health = {"interval": 0.5, "timeout": 0.3, "rise": 1, "fall": 1}
     try:
-        server = smartdns(zones={"example.com": zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
+        server = smartdns(zones={"example.com": health_zone(port)}, config={"geodb": [str(geo_mmdb)], "health": health},
                           args=("--workers", "2"))
         server.wait_for_log(rf"health: SMTP {OVERSEAS_MX}:{port} is DOWN")
         wait_for(lambda: server.query("mx.example.com", "A", source=OVERSEAS).answer[0][0].address == DOMESTIC_MX, 5)
-        server.write_zone("example.com", zone(port).replace("ttl: 5", "ttl: five"))  # a broken edit
+        server.write_zone("example.com", health_zone(port).replace("ttl: 5", "ttl: five"))  # a broken edit
         server.wait_for_log(r"zone error: .*ttl must be an integer")
         time.sleep(2)  # every process has reloaded; the supervisor must still know the overseas site is down
         answers = {server.query("mx.example.com", "A", source=OVERSEAS).answer[0][0].address for _ in range(20)}

@@ -38,6 +38,7 @@ import dns.rcode
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # run as a script: conftest's server helper is one directory up
 from conftest import SmartDNS  # noqa: E402
+
 WINDOW = 200  # packets in flight before a probe: far below what the 4 MiB socket buffer holds
 SAMPLE_EVERY = 97  # one reply in this many is parsed whole by dnspython
 PROBE_ID = 0xBEEF
@@ -310,7 +311,7 @@ def udp_window(sock: socket.socket, packets: list[bytes], seq: int, counts: Coun
             pass  # ENOBUFS and the like: the packet is lost, like on any network
         counts.udp_sent += 1
     probe = probe_wire(seq)
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             sock.send(probe)
         except OSError as exc:  # ECONNREFUSED: nothing listens any more
