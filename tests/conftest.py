@@ -188,6 +188,19 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+# Fixtures that start a smartdns process (or run `smartdns` commands) for each test or module: a
+# test that uses one takes seconds, so it is marked slow here rather than by hand in every module,
+# and `python3 -m pytest -m "not slow"` leaves it out. Slow tests without such a fixture carry
+# @pytest.mark.slow themselves.
+PROCESS_FIXTURES = frozenset({"smartdns", "server", "live", "checked"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def smartdns(tmp_path: Path) -> Iterator[Callable[..., SmartDNS]]:
     """Factory: smartdns(zones={...}, config={...}, args=(...), copy_example=True) -> a started server."""

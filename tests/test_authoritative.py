@@ -250,6 +250,7 @@ def test_item4_cname_query_gets_the_cname_only(server, tcp):
     assert shape(response, "answer") == {("c1.example.com.", "CNAME")}
 
 
+@pytest.mark.slow
 def test_item4_cname_loop_rejected_by_check(tmp_path):
     zones = tmp_path / "zones"
     zones.mkdir()
@@ -865,6 +866,7 @@ def fast_full(zone_data, tmp_path_factory) -> tuple[Responder, Responder]:
     return fresh_responder(zone_data, mmdb), fresh_responder(zone_data, mmdb)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=400)
 @given(data=queries(), client=st.sampled_from([DOMESTIC, OVERSEAS, "127.0.0.1", "::1"]), udp=st.booleans())
 def test_item15_fast_path_and_full_path_agree(fast_full, data, client, udp):
@@ -885,6 +887,7 @@ def test_item15_fast_path_and_full_path_agree(fast_full, data, client, udp):
         assert fast_responder.respond(data, client, udp) == reference, data.hex()
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=500)
 @given(data=queries() | bad_ecs_queries(),
        flips=st.lists(st.tuples(st.integers(0, 4096), st.integers(0, 7)), max_size=4), cut=st.integers(0, 3))
@@ -898,6 +901,7 @@ def test_item15_fast_path_agrees_on_damaged_packets(data, flips, cut):
         assert fast == parse_outcome(full_parse, packet), packet.hex()
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=100)
 @given(data=bad_ecs_queries())
 def test_item15_bad_ecs_is_formerr_with_our_opt_on_both_paths(fast_full, data):

@@ -304,6 +304,7 @@ def test_running_server_keeps_last_good_data_through_bad_edits(smartdns):
     assert "Traceback" not in server.log and "reload failed" not in server.log, server.log
 
 
+@pytest.mark.slow
 def test_shipped_zones_still_pass():
     result = subprocess.run([sys.executable, "-m", "smartdns", "check", "--zones", "zones"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)

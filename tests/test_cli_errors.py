@@ -73,6 +73,7 @@ def test_every_subcommand_answers_bad_arguments_with_one_line_and_exit_2(tmp_pat
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow
 def test_help_lists_exit_codes_levels_and_describes_every_positional():
     top = run_cli("--help").stdout
     for command in ("serve", "check", "explain", "geodb build"):
@@ -98,6 +99,7 @@ def workdir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_check_refuses_what_serve_refuses_before_binding(workdir):
     """Unusable geodb files, a missing user, SOA settings for no zone: `check` exits 2 and `serve` never starts."""
     (workdir / "junk.mmdb").write_text("not a database\n")
@@ -127,6 +129,7 @@ def test_check_refuses_what_serve_refuses_before_binding(workdir):
     assert check.returncode == 0 and check.stdout.startswith("ok: 1 zone(s)"), check.stdout + check.stderr
 
 
+@pytest.mark.slow
 def test_no_zones_warns_and_a_missing_directory_is_an_error(workdir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

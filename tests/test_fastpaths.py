@@ -45,6 +45,7 @@ def names(draw) -> str:
     return ".".join(labels + [draw(SUFFIXES)])
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True, database=None)
 @given(name=names(), rdtype=TYPES)
 def test_resolve_wire_agrees_with_resolve(catalog, name, rdtype):
@@ -52,6 +53,7 @@ def test_resolve_wire_agrees_with_resolve(catalog, name, rdtype):
     assert catalog.resolve_wire(qname.canonicalize().to_wire(), rdtype) == catalog.resolve(qname, rdtype)
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, derandomize=True, database=None)
 @given(name=names(), rdtype=TYPES, edns=st.sampled_from([None, (False, b""), (True, b""), (False, b"\x00\x03\x00\x00")]),
        case=st.booleans())

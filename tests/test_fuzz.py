@@ -276,6 +276,7 @@ def respond_twice(responder: Responder, data: bytes, client: str, udp: bool) -> 
         check_reply(data, responder.respond(data, client, udp), udp)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=1500)
 @given(data=st.binary(max_size=600), client=CLIENTS, udp=st.booleans())
 def test_random_bytes(responder, data, client, udp):
@@ -283,6 +284,7 @@ def test_random_bytes(responder, data, client, udp):
     respond_twice(responder, data, client, udp)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=2000)
 @given(data=mutated(), client=CLIENTS, udp=st.booleans())
 def test_mutated_valid_queries(responder, data, client, udp):
@@ -290,6 +292,7 @@ def test_mutated_valid_queries(responder, data, client, udp):
     respond_twice(responder, data, client, udp)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=1500)
 @given(data=edns_queries(), client=CLIENTS, udp=st.booleans())
 def test_random_edns_options_and_ecs(responder, data, client, udp):
@@ -297,6 +300,7 @@ def test_random_edns_options_and_ecs(responder, data, client, udp):
     respond_twice(responder, data, client, udp)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=1500)
 @given(data=structural(), client=CLIENTS, udp=st.booleans())
 def test_structural_edges(responder, data, client, udp):

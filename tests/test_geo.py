@@ -310,6 +310,7 @@ def test_bad_rows_name_file_and_line(tmp_path: Path, row: str, reason: str) -> N
     assert not (tmp_path / "out.mmdb").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("row", "reason"), [
     ("1.0.1.0/24,ZZ", "unknown country code 'ZZ': not an ISO 3166-1 alpha-2 code"),
     ("1.0.1.0/24,UK", "unknown country code 'UK'"),  # the ISO code is GB

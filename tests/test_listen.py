@@ -20,6 +20,7 @@ def serve(workdir, *args: str, timeout: float = 30) -> subprocess.CompletedProce
                           check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_second_smartdns_on_a_port_in_use_refuses_to_start(tmp_path, workers):
     """With SO_REUSEPORT on both sides the kernel would split the traffic between strangers."""
@@ -40,6 +41,7 @@ def test_a_second_smartdns_on_a_port_in_use_refuses_to_start(tmp_path, workers):
         first.stop()
 
 
+@pytest.mark.slow
 def test_a_port_held_by_another_program_names_it(tmp_path):
     """A plain UDP socket of another process (here: a Python one-liner) on the address we want."""
     holder = subprocess.Popen([sys.executable, "-c", "import socket,sys,time; s=socket.socket(socket.AF_INET, "
@@ -56,12 +58,14 @@ def test_a_port_held_by_another_program_names_it(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_workers_still_share_their_own_port(smartdns):
     server = smartdns(copy_example=True, args=("--workers", "2"))
     for _ in range(10):
         assert server.query("mx.example.com", "A").answer
 
 
+@pytest.mark.slow
 def test_permission_denied_names_the_address_and_the_fix(tmp_path):
     """Port 53 without CAP_NET_BIND_SERVICE (root with that capability taken away, or any other user)."""
     if os.geteuid() == 0:
@@ -82,6 +86,7 @@ def test_permission_denied_names_the_address_and_the_fix(tmp_path):
             "run as root with --user, or grant CAP_NET_BIND_SERVICE") in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_an_address_of_no_interface_says_so(tmp_path):
     # an address in 127.0.0.0/8 exists on lo; ::2 is assigned to no interface (bind only: nothing is sent)
     if not socket.has_ipv6:

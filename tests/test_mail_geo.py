@@ -60,12 +60,14 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "smartdns", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_check_passes_on_shipped_zones():
     result = run_cli("check", "--zones", "zones/")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("ok: 1 zone(s)")
 
 
+@pytest.mark.slow
 def test_explain_with_embedded_data_only():
     china = run_cli("explain", "114.114.114.114")
     assert china.returncode == 0, china.stderr
@@ -76,6 +78,7 @@ def test_explain_with_embedded_data_only():
     assert "pool overseas" in us.stdout and "answer: 198.51.100.10 198.51.100.11" in us.stdout
 
 
+@pytest.mark.slow
 def test_check_warns_when_aaaa_bypasses_the_geo_decision(tmp_path):
     zone = (REPO / "zones" / "example.com.yaml").read_text()
     start = zone.index("  - dynamic:", zone.index("type: A"))  # the AAAA record, made static
@@ -87,6 +90,7 @@ def test_check_warns_when_aaaa_bypasses_the_geo_decision(tmp_path):
     assert "IPv6 senders bypass the geo decision" in result.stdout
 
 
+@pytest.mark.slow
 def test_config_errors_name_file_and_line(tmp_path):
     config = tmp_path / "smartdns.yaml"
     config.write_text("listen:\n  - 127.0.0.1:5353\nhealth:\n  interval: 10\n  fall: 0\n")
@@ -97,6 +101,7 @@ def test_config_errors_name_file_and_line(tmp_path):
     assert "listen: listen address 'nowhere' is not HOST:PORT" in run_cli("check", "--config", str(config)).stderr
 
 
+@pytest.mark.slow
 def test_shipped_zones_pass_octodns_validate_with_its_defaults(tmp_path):
     """Admins keep their octoDNS tooling: the example zone is valid for octoDNS itself, key order included."""
     config = tmp_path / "octodns.yaml"

@@ -29,6 +29,7 @@ def uid_of(pid: int) -> int:
     raise AssertionError("no Uid line")
 
 
+@pytest.mark.slow
 @needs_root
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_binds_port_53_as_root_then_runs_as_the_user(workers):
@@ -53,10 +54,10 @@ def test_binds_port_53_as_root_then_runs_as_the_user(workers):
         shutil.rmtree(workdir)
 
 
+@needs_root
 def test_running_as_root_without_user_warns(smartdns):
     server = smartdns(copy_example=True)
-    if os.geteuid() == 0:
-        server.wait_for_log(r"running as root: give --user")
+    server.wait_for_log(r"running as root: give --user")
 
 
 def test_nsid_and_chaos_identify_the_node(smartdns):

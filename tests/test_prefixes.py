@@ -52,6 +52,7 @@ def near(base: int, rng: random.Random, bits: int) -> int:
     return (base ^ rng.getrandbits(rng.randint(1, bits))) & ((1 << bits) - 1)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.integers(min_value=0))
 def test_prefix_set_agrees_with_a_scan(seed):
@@ -97,6 +98,7 @@ def random_rules(rng: random.Random) -> list | str:
     return rng.choice([[], "not a list"]) if rng.random() < 0.02 else rules
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.integers(min_value=0))
 def test_linear_subnet_check_says_what_octodns_says(seed):
@@ -133,6 +135,7 @@ def long_rule_zone(subnets: list[str]) -> str:
         """) + listed + "      - pool: overseas\n  ttl: 60\n  type: A\n  values: [10.0.0.1, 10.0.0.2]\n"
 
 
+@pytest.mark.slow
 def test_ten_thousand_subnet_rule_mistakes_named_by_line(tmp_path: Path):
     subnets = segments(10_000)
     subnets[5000] = subnets[10]  # line 16 + 5000: seen before

@@ -22,6 +22,7 @@ def run(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedPr
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_soak_small():
     result = run("soak.py", "--packets", "20000", "--seconds", "120", "--seed", "7")
     out = result.stdout + result.stderr
@@ -31,6 +32,7 @@ def test_soak_small():
     assert "PASSED" in out
 
 
+@pytest.mark.slow
 def test_memory_small():
     # 60,000 distinct queries: past the 50,000 entries at which the caches are cleared
     result = run("memory.py", "--names", "30000", "--ecs", "30000", "--seconds", "120")
