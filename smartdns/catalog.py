@@ -21,6 +21,7 @@ import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.HINFO
 from dns.rdatatype import RdataType
 
+from .dnssec.answer import Signatures
 from .model import DynamicRRset, RRsetSource, StaticRRset, ZoneData, immutable_rdataset
 from .wire import NOERROR, NXDOMAIN, REFUSED, name_key
 
@@ -90,6 +91,7 @@ class Catalog:
     def __init__(self, zones: Mapping[str, ZoneData]) -> None:
         self.zones = dict(zones)  # file path -> zone (for reporting)
         self._by_origin: dict[bytes, ZoneData] = {name_key(z.origin): z for z in zones.values()}
+        self.signatures = Signatures((z, z.dnssec) for z in zones.values() if z.dnssec is not None)
         # NXDOMAIN and NODATA with nothing before them are the same for every name of a zone
         self._negatives: dict[bytes, tuple[Resolution, Resolution]] = {
             key: (_negative_resolution(zone, NXDOMAIN, ()), _negative_resolution(zone, NOERROR, ()))

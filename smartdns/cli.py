@@ -1,4 +1,4 @@
-"""Command line: `smartdns serve | check | explain | geodb build`."""
+"""Command line: `smartdns serve | check | explain | dump | geodb build | dnssec ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import dns.rdatatype
 
 from . import __version__
 from .config import ConfigError, load_config, parse_listen
+from .dnssec import arguments as dnssec_arguments
 from .logs import LEVELS, setup_logging
 
 log = logging.getLogger("smartdns")
@@ -111,6 +113,16 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("input", metavar="INPUT.csv",
                        help="rows network,country[,continent], e.g. 1.0.1.0/24,CN or 1.0.1.0/24,CN,AS")
     build.add_argument("-o", "--output", required=True, metavar="OUT.mmdb", help="the database to write")
+
+    dump = sub.add_parser("dump", help="write a zone as one client is served it, in zone-file format",
+                          epilog=EXIT_CODES, formatter_class=epilog)
+    dump.add_argument("zone")
+    dump.add_argument("--client", default="127.0.0.1", metavar="ADDRESS",
+                      help="whose answers the dynamic records give (default 127.0.0.1: the catch-all rules)")
+    dump.add_argument("--dnssec", action="store_true", help="with DNSKEY, CDS, CDNSKEY, the NSEC chain and RRSIGs")
+    _common(dump)
+
+    dnssec_arguments.add_parser(sub, _common)
     return parser
 
 
@@ -162,14 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "dump":
+            return cmd_dump(args)
+        if args.command == "dnssec":
+            return cmd_dnssec(args)
         return cmd_geodb_build(args)
     except ConfigError as exc:
         print(f"smartdns: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from .dnssec.commands import CommandError
+        from .dnssec.keys import KeyFileError
         from .geo import GeoDatabaseError  # imported here: argument errors stay fast
 
-        if not isinstance(exc, GeoDatabaseError):
+        if not isinstance(exc, GeoDatabaseError | CommandError | KeyFileError):
             raise
         print(f"smartdns: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .dnssec.keys import check as check_keys
     from .preflight import preflight
     from .reload import LoadResult, load_all
 
@@ -216,16 +235,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     for error in findings.errors:
         print(f"smartdns: {error}", file=sys.stderr)
     result = load_all(config) if config.zones.is_dir() else LoadResult({})
-    for problem in result.problems:
+    key_problems, key_warnings = check_keys(config.dnssec_keys, [z.origin for z in result.zones.values()], time.time())
+    problems = [*map(str, result.problems), *key_problems]
+    for problem in problems:
         print(problem)
-    warnings = [*findings.warnings, *map(str, result.warnings)]
+    warnings = [*findings.warnings, *map(str, result.warnings), *key_warnings]
     for warning in warnings:
         print(f"warning: {warning}")
     records = sum(z.record_count for z in result.zones.values())
     if findings.errors:
         return 2
-    if result.problems:
-        print(f"{len(result.problems)} problem(s) in {config.zones}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {config.zones}", file=sys.stderr)
         return 1
     print(f"ok: {len(result.zones)} zone(s), {records} record(s), {len(warnings)} warning(s) in {config.zones}")
     return 0
@@ -236,6 +257,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     return explain(load_config(args.config, **_overrides(args)), args.address, args.name, args.type, args.ecs)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from .dump import zone_text
+    from .geo import Classifier
+    from .reload import load_all
+    from .zonefile import CONTINENT_OF
+
+    logging.basicConfig(level=logging.ERROR)
+    config = load_config(args.config, **_overrides(args))
+    try:
+        address = ipaddress.ip_address(args.client)
+        origin = dns.name.from_text(args.zone.rstrip(".") + ".")
+    except (ValueError, dns.exception.DNSException) as exc:
+        print(f"smartdns dump: {exc}", file=sys.stderr)
+        return 2
+    result = load_all(config)
+    for problem in result.problems:
+        print(f"zone error: {problem}", file=sys.stderr)
+    zone = next((z for z in result.zones.values() if z.origin == origin), None)
+    if zone is None:
+        print(f"smartdns: {origin} is not served from {config.zones}", file=sys.stderr)
+        return 1
+    if args.dnssec and zone.dnssec is None:
+        print(f"smartdns: {origin} is not signed (no key published in {config.dnssec_keys})", file=sys.stderr)
+        return 1
+    location = Classifier(config.geodb, CONTINENT_OF).locate(str(address))
+    sys.stdout.write(zone_text(zone, address, lambda: location, args.dnssec))
+    return 0
+
+
+def cmd_dnssec(args: argparse.Namespace) -> int:
+    from .dnssec.commands import run
+
+    return run(args, load_config(args.config, **_overrides(args)))
 
 
 def cmd_geodb_build(args: argparse.Namespace) -> int:

@@ -91,6 +91,8 @@ class Config:
     query_log_sample: float = 0.0  # fraction of queries logged, 0 to 1
     user: str | None = None  # drop to this user after binding
     source: str | None = None  # the file these came from, for messages
+    dnssec_keys: Path = Path("keys")  # DNSSEC key files (BIND format); a zone without keys is unsigned
+    dnskey_ttl: int = 3600  # TTL of DNSKEY, CDS, CDNSKEY; a rollover waits it out
 
     def soa_for(self, zone: str) -> SoaSettings:
         return self.soa_zones.get(zone.lower().rstrip(".") + ".", self.soa)
@@ -114,7 +116,7 @@ def parse_listen(text: str) -> ListenAddress:
     return ListenAddress(host, int(port))
 
 
-_TOP_KEYS = {"listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
+_TOP_KEYS = {"dnssec", "listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
              "server_id", "query_log", "rrl"}
 _SOA_KEYS = {"mname", "rname", "ttl", "refresh", "retry", "expire", "minimum", "serial"}
 
@@ -259,6 +261,16 @@ def _from_file(path: Path) -> Config:
         out["health"] = _settings(HealthSettings, data["health"], path, data.line_of("health"), HealthSettings())
     if "rrl" in data:
         out["rrl"] = _rrl(data["rrl"], path, data.line_of("rrl"))
+    if "dnssec" in data:
+        value = data["dnssec"] or LineDict()
+        if not isinstance(value, LineDict) or set(value) - {"keys", "dnskey_ttl"} \
+                or not isinstance(value.get("keys", ""), str):
+            raise ConfigError(f"{where('dnssec')}: must be {{keys: DIRECTORY, dnskey_ttl: SECONDS}}")
+        if "keys" in value:
+            out["dnssec_keys"] = base / value["keys"]
+        if "dnskey_ttl" in value:
+            out["dnskey_ttl"] = _number(value["dnskey_ttl"], where("dnssec") + " dnskey_ttl", integer=True,
+                                        minimum=0, maximum=2**31 - 1)
     if "tcp" in data:
         out["tcp"] = _settings(TcpSettings, data["tcp"], path, data.line_of("tcp"), TcpSettings())
     return Config(**out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import dns.name
 import dns.rdata
@@ -19,6 +19,9 @@ import dns.rdataset
 import dns.rdatatype
 
 from .prefixes import PrefixSet
+
+if TYPE_CHECKING:
+    from .dnssec.zone import SignedZone
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -139,6 +142,7 @@ class ZoneData:
     names: frozenset[bytes] = field(default=frozenset())  # every name and every ancestor up to the apex
     text: str = ""  # the origin as text, e.g. "example.com."
     wire: bytes = b""  # the origin in lower-case wire form
+    dnssec: SignedZone | None = None  # signatures and NSEC chain when the zone has keys (dnssec/zone.py)
 
     @property
     def negative_ttl(self) -> int:

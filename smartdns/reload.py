@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
@@ -19,6 +20,7 @@ from .geo import GeoDatabaseError
 from .health import HealthView
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
+from .dnssec.zone import sign_zone
 from .zonefile import load_zone
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,11 @@ def zone_files(directory: Path) -> list[Path]:
         return []
 
 
-def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None) -> LoadResult:
-    """Load every `*.yaml` in the zones directory; on failure keep `previous`'s version of that file."""
+def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now: float | None = None) -> LoadResult:
+    """Load every `*.yaml` in the zones directory, signed where it has keys (as at `now`);
+    on failure keep `previous`'s version of that file."""
     previous = previous or {}
+    now = time.time() if now is None else now
     zones: dict[str, ZoneData] = {}
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -54,6 +58,7 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None) -> 
         key = str(path)
         try:
             zone = load_zone(path, config.soa_for(path.name[: -len(".yaml")]))
+            zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now)
         except ZoneLoadError as exc:
             problems.extend(exc.problems)
             if key in previous:
@@ -74,6 +79,20 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None) -> 
     return LoadResult(zones, tuple(problems), tuple(warnings), tuple(kept))
 
 
+def key_files(directory: Path) -> list[Path]:
+    """DNSSEC key files: a new key or new timing is a reload."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.name.startswith("K"))
+    except OSError:
+        return []
+
+
+def next_signing_event(zones: Iterable[ZoneData]) -> float | None:
+    """When signatures must be made again (a window rolls over, a key changes state)."""
+    events = [z.dnssec.next_event for z in zones if z.dnssec is not None]
+    return min(events) if events else None
+
+
 def signature(paths: Iterable[Path]) -> tuple[tuple[str, int | None, int | None, int | None], ...]:
     """What changes when any of these files (or the set of them) changes."""
     out: list[tuple[str, int | None, int | None, int | None]] = []
@@ -87,7 +106,7 @@ def signature(paths: Iterable[Path]) -> tuple[tuple[str, int | None, int | None,
 
 
 def watched_files(config: Config) -> list[Path]:
-    files = zone_files(config.zones) + list(config.geodb)
+    files = zone_files(config.zones) + list(config.geodb) + key_files(config.dnssec_keys)
     if config.source:
         files.append(Path(config.source))
     return files

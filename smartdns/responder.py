@@ -29,6 +29,9 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 
 from .catalog import REFUSE, Catalog, Entry, Resolution
+from .dnssec.answer import Proof, answer_entries, proof_indexes, signed_sections
+from .dnssec.negative import authority_tail
+from .dnssec.negative import signed_negative as signed_negative_response
 from .geo import Classifier, Location
 from .model import DynamicRRset, PoolValue, StaticRRset
 from .negative import NegativeTemplate, with_name
@@ -69,6 +72,7 @@ class State:
     # (client, or None when the ECS decides; the dynamic entry) -> Decided
     decisions: dict[tuple[str | None, DynamicHit], Decided] = field(default_factory=dict)
     templates: dict[TemplateKey, NegativeTemplate | None] = field(default_factory=dict)  # None: cannot be templated
+    signed_tails: dict[tuple[bytes, int, tuple[int, ...]], tuple[bytes, int]] = field(default_factory=dict)  # (zone, rcode, NSECs) -> authority
 
     @property
     def nsid(self) -> bytes | None:
@@ -126,7 +130,9 @@ class State:
         edns_shape = None if query.edns is None else (query.edns.do, query.edns.nsid)
         rendered = None
         if resolution.negative:
-            rendered = self.negative(query, resolution, edns_shape)
+            rendered = self.signed_negative(query, resolution) if edns_shape is not None and edns_shape[0] else None
+            if rendered is None:
+                rendered = self.negative(query, resolution, edns_shape)
         if rendered is None:
             key = (query.qname, query.qtype, edns_shape, tuple(tuple(map(id, c)) for c in choice))
             rendered = self.rendered.get(key)
@@ -151,8 +157,43 @@ class State:
         template = self.templates[key]
         return template.render(query) if template is not None else None
 
+    def signed_negative(self, query: Query, resolution: Resolution) -> Rendered | None:
+        """NXDOMAIN/NODATA with DO=1 in a signed zone: the SOA and the name's NSEC proof, from
+        parts made once per proof (dnssec/negative.py). None: not signed, or NSID asked."""
+        signatures = self.catalog.signatures
+        zone = resolution.zone
+        signed = signatures.zone(zone)
+        if signed is None or zone is None or (query.edns is not None and query.edns.nsid and self.nsid):
+            return None
+        indexes = tuple(proof_indexes(zone, signed, query.qname, resolution.rcode, False, None, ()))
+        key = (zone.wire, resolution.rcode, indexes)
+        tail = self.signed_tails.get(key)
+        if tail is None:
+            soa = resolution.authority[0]
+            assert isinstance(soa.source, StaticRRset)
+            sigs = signatures.sigs(soa.owner, soa.source, None, soa.source.rdataset, signed)
+            if sigs is None:
+                return None
+            proof = Proof(signed)
+            for index in indexes:
+                proof.add(index)
+            tail = authority_tail([(soa.owner, soa.source.rdataset), (soa.owner, sigs), *proof.pairs()])
+            bounded_put(self.signed_tails, key, tail)
+        return signed_negative_response(query, resolution.rcode, tail)
+
     def render(self, query: Query, resolution: Resolution, choices: Choice, limit: int) -> Rendered:
         chosen = iter(choices)
+        do = query.edns is not None and query.edns.do
+        signatures = self.catalog.signatures
+        if do and signatures:
+            answer, authority, additional = signed_sections(
+                signatures, resolution, query.name, query.qtype, answer_entries(resolution.answer, chosen),
+                answer_entries(resolution.authority, chosen), answer_entries(resolution.additional, chosen))
+            return render(
+                query.name, query.qtype, query.qclass, rcode=resolution.rcode, aa=resolution.aa,
+                answer=answer, authority=authority, additional=additional,
+                required_additional=resolution.glue, edns=query.edns, nsid=self.nsid, limit=limit,
+            )
 
         def rrsets(entries: tuple[Entry, ...]) -> list[tuple[dns.name.Name, dns.rdataset.Rdataset]]:
             out: list[tuple[dns.name.Name, dns.rdataset.Rdataset]] = []
@@ -167,7 +208,6 @@ class State:
         answer = rrsets(resolution.answer)
         # A referral's DS is DNSSEC data: only for DO queries (RFC 3225 3, RFC 4035 3.1.4);
         # DO is part of the render cache key, so both shapes are cached apart.
-        do = query.edns is not None and query.edns.do
         authority = rrsets(tuple(e for e in resolution.authority if do or e.rdtype != dns.rdatatype.DS))
         additional = rrsets(resolution.additional)
         return render(

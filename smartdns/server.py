@@ -32,7 +32,7 @@ from .hotcache import Responder
 from .metrics import MetricsServer, ServerStatus, combined
 from .model import ZoneData
 from .policy import IsUp, static_status
-from .reload import LoadResult, LoadSequence, load_all, report, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, next_signing_event, report, watch, watched_files
 from .responder import State
 from .rrl import RateLimiter
 from .zonefile import CONTINENT_OF
@@ -43,6 +43,8 @@ LENGTH = struct.Struct("!H")
 UDP_BUFFER = 4096  # a query is never larger; a bigger datagram is cut and answered FORMERR
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the interpreter is busy
 TCP_BACKLOG = 1024
+RESIGN_POLL = 1.0  # seconds between looks at the next signing event (a few comparisons)
+RESIGN_RETRY = 60.0
 CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that took the old state
 
 
@@ -251,14 +253,34 @@ class Server(LoadSequence[State]):
         else:
             log.info("reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
 
+    async def resign(self) -> None:
+        """Load and sign again when a signing window rolls over or a key changes state. The times
+        come from the files and the clock alone, so every server re-signs at the same moment; the
+        new generation is built off the event loop while the old one, still valid, keeps answering."""
+        done, retry_at = None, 0.0
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), RESIGN_POLL)
+                return
+            except asyncio.TimeoutError:
+                pass
+            due = next_signing_event(self.zones.values())  # the zones of the latest load, whatever caused it
+            now = time.time()
+            if due is None or now < due or (due == done and now < retry_at):
+                continue  # retry: that event's reload ran but left it due (a key file problem)
+            done, retry_at = due, now + RESIGN_RETRY
+            await self.reload("DNSSEC signing event")
+
     async def serve(self) -> None:
         await self.start()
         on_signals(self.stopping, lambda: self.reload("SIGHUP"))
         self.ready()
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
                                               self.stopping))
+        resigner = asyncio.ensure_future(self.resign())
         await self.stopping.wait()
         watcher.cancel()
+        resigner.cancel()
         self.health.stop()
         if self.metrics is not None:
             self.metrics.close()

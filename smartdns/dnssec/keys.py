@@ -313,3 +313,20 @@ def load(directory: Path, zone: dns.name.Name) -> tuple[list[ZoneKey], list[str]
 
 def zones_with_keys(directory: Path) -> list[str]:
     return sorted({zone.lower() for zone, _ in _tags_in(directory)})
+
+
+def check(directory: Path, zones: Iterable[dns.name.Name], now: float) -> tuple[list[str], list[str]]:
+    """For `smartdns check`: (problems, warnings) of the key files of the served zones."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    served = set()
+    for zone in zones:
+        served.add(zone.to_text().lower())
+        found, zone_problems = load(directory, zone)
+        problems.extend(zone_problems)
+        if found and not any(k.published(now) for k in found):
+            warnings.append(f"{directory}: {zone} has key files but no key published now: served unsigned")
+    for zone_text in zones_with_keys(directory):
+        if zone_text not in served:
+            warnings.append(f"{directory}: key files for {zone_text}, which no zone file serves")
+    return problems, warnings

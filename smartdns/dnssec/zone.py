@@ -12,8 +12,9 @@ and never with the clients.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
+from pathlib import Path
 from types import MappingProxyType
 
 import dns.dnssec
@@ -24,9 +25,16 @@ import dns.rdataset
 import dns.rdatatype
 from dns.rdtypes.ANY.CDNSKEY import CDNSKEY
 
-from ..model import DynamicRRset, PoolValue
+from ..model import (
+    DynamicRRset,
+    PoolValue,
+    Problem,
+    StaticRRset,
+    ZoneData,
+    ZoneLoadError,
+)
 from .denial import NsecChain, wire_of
-from .keys import ZoneKey
+from .keys import ZoneKey, load
 from .sign import Signer, Window
 
 PRESIGN_VARIANTS = 64  # per dynamic RRset, signed at load
@@ -71,26 +79,27 @@ class DynamicSignatures:
     by_variant: dict[frozenset[bytes], dns.rdataset.Rdataset] = field(default_factory=dict)
 
 
-def apex_key_rdatasets(origin: dns.name.Name, keys: Sequence[ZoneKey], now: float) -> dict[int, dns.rdataset.Rdataset]:
+def apex_key_rdatasets(origin: dns.name.Name, keys: Sequence[ZoneKey], now: float,
+                       ttl: int = DNSKEY_TTL) -> dict[int, dns.rdataset.Rdataset]:
     """DNSKEY (published keys), CDS and CDNSKEY (keys in sync; the delete form when every key
     has left sync and none is coming: the zone is going unsigned, RFC 8078)."""
     out: dict[int, dns.rdataset.Rdataset] = {}
     published = sorted((k for k in keys if k.published(now)), key=lambda k: k.tag)
     if not published:
         return out
-    dnskeys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY, ttl=DNSKEY_TTL)
+    dnskeys = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY, ttl=ttl)
     for key in published:
         dnskeys.add(key.dnskey)
     out[dns.rdatatype.DNSKEY] = dnskeys
     in_sync = [k for k in published if k.in_sync(now)]
-    cds = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CDS, ttl=DNSKEY_TTL)
-    cdnskey = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CDNSKEY, ttl=DNSKEY_TTL)
+    cds = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CDS, ttl=ttl)
+    cdnskey = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.CDNSKEY, ttl=ttl)
     if in_sync:
         for key in in_sync:
             cds.add(dns.dnssec.make_cds(origin, key.dnskey, "SHA256"))
             cdnskey.add(CDNSKEY(dns.rdataclass.IN, dns.rdatatype.CDNSKEY, key.dnskey.flags, key.dnskey.protocol,
                                 key.dnskey.algorithm, key.dnskey.key))
-    elif all(k.timing.sync_delete is not None and k.timing.sync_delete <= now for k in keys):
+    elif all(k.timing.sync_delete is not None and k.timing.sync_delete <= now for k in published):
         cds.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CDS, DELETE_CDS))
         cdnskey.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CDNSKEY, DELETE_CDNSKEY))
     if len(cds):
@@ -141,10 +150,11 @@ class SignedZone:
 
 
 def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]], keys: Sequence[ZoneKey],
-               negative_ttl: int, now: float, static_type: type) -> tuple[dict[bytes, dict[int, object]], SignedZone] | None:
+               negative_ttl: int, now: float, static_type: type,
+               dnskey_ttl: int = DNSKEY_TTL) -> tuple[dict[bytes, dict[int, object]], SignedZone] | None:
     """Sign a zone's nodes; returns the nodes with the apex key records added and what signs them,
     or None when no key of the zone is published at `now` (the zone is served unsigned)."""
-    apex_records = apex_key_rdatasets(origin, keys, now)
+    apex_records = apex_key_rdatasets(origin, keys, now, dnskey_ttl)
     if not apex_records:
         return None
     signer = Signer(origin, keys, now)
@@ -153,7 +163,7 @@ def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]
     origin_wire = wire_of(origin)
     new_nodes: dict[bytes, dict[int, object]] = {k: dict(v) for k, v in nodes.items()}
     for rdtype, rdataset in apex_records.items():
-        new_nodes[origin_wire][rdtype] = static_type(rdataset)
+        new_nodes[origin_wire][rdtype] = static_type(dns.rdataset.ImmutableRdataset(rdataset))
     nsec = NsecChain(origin, {k: list(v) for k, v in new_nodes.items()}, negative_ttl)
     events = [t for k in keys for t in k.events() if t > now]
     signed = SignedZone(origin, signer, keys, nsec, negative_ttl, min([signer.window.end, *events]))
@@ -182,3 +192,18 @@ def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]
 
 def frozen_nodes(nodes: Mapping[bytes, Mapping[int, object]]) -> Mapping[bytes, Mapping[int, object]]:
     return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in nodes.items()})
+
+
+def sign_zone(zone: ZoneData, directory: Path, dnskey_ttl: int, now: float) -> ZoneData:
+    """The zone signed with its keys in `directory` (unchanged when it has none published);
+    a key file that cannot be used fails the load, naming the file, so the last good version stays."""
+    keys, problems = load(directory, zone.origin)
+    if problems:
+        raise ZoneLoadError([Problem(zone.path, 1, "", "", f"DNSSEC key: {p}") for p in problems])
+    if not keys:
+        return zone
+    signed = sign_nodes(zone.origin, zone.nodes, keys, zone.negative_ttl, now, StaticRRset, dnskey_ttl)  # type: ignore[arg-type]
+    if signed is None:
+        return zone
+    nodes, signed_zone = signed
+    return replace(zone, nodes=frozen_nodes(nodes), dnssec=signed_zone)  # type: ignore[arg-type]
