@@ -34,12 +34,12 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-import dns.name  # noqa: E402
+import dns.name
 
-from smartdns.config import SoaSettings  # noqa: E402
-from smartdns.dnssec import keys  # noqa: E402
-from smartdns.dnssec.zone import sign_zone  # noqa: E402
-from smartdns.zonefile import load_zone  # noqa: E402
+from smartdns.config import SoaSettings
+from smartdns.dnssec import keys
+from smartdns.dnssec.zone import sign_zone
+from smartdns.zonefile import load_zone
 
 PORT = 5300
 SERVERS = {"unsigned": "127.0.0.20", "signed": "127.0.0.21"}
@@ -167,14 +167,15 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     lines = ["# DNSSEC benchmark", "", "Written by `python3 bench/dnssec.py` (run it again to refresh).", "",
-             f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, "
-             f"git {subprocess.run(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False).stdout.strip()}",
-             f"- servers: `smartdns serve --workers 1` on CPU 0; dnsperf -D (DO=1) on CPU 1 at {args.rate} qps, "
-             f"{args.rounds} rounds of {args.duration} s, medians", "",
+             f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, git {commit}",
+             (f"- servers: `smartdns serve --workers 1` on CPU 0; dnsperf -D (DO=1) on CPU 1 at {args.rate} qps, "
+              f"{args.rounds} rounds of {args.duration} s, medians"), "",
              "## Load time", "",
-             f"{args.records:,}-record zone: unsigned {unsigned_load:.2f} s, signed {signed_load:.2f} s "
-             f"({signatures:,} signatures)", "",
+             (f"{args.records:,}-record zone: unsigned {unsigned_load:.2f} s, signed {signed_load:.2f} s "
+              f"({signatures:,} signatures)"), "",
              "## CPU per query with DO=1", "",
              "| queries | unsigned µs/query | signed µs/query | signed / unsigned | qps (signed) |",
              "|---|---:|---:|---:|---:|"]

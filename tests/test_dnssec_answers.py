@@ -14,6 +14,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rdtypes.ANY.NSEC
 import dns.rrset
 import pytest
 from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS
@@ -119,8 +120,6 @@ def types_at(nsec: dns.rrset.RRset) -> set[str]:
 def ask(server, name: str, rdtype: str, tcp: bool = False, source: str = "127.0.0.1", **kw) -> dns.message.Message:
     return server.query(name, rdtype, want_dnssec=True, tcp=tcp, source=source, **kw)
 
-
-import dns.rdtypes.ANY.NSEC  # noqa: E402  (after the helpers that use it, for readability above)
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

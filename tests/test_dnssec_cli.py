@@ -60,7 +60,7 @@ def test_rollover_timings_follow_rfc7583(tmp_path: Path) -> None:
                  "--config", "smartdns.yaml")
     after = int(time.time())
     assert rolled.returncode == 0, rolled.stderr
-    old, new = sorted(keys.load(work / "keys", ZONE)[0], key=lambda k: k.timing.created)
+    old, new = sorted(keys.load(work / "keys", ZONE)[0], key=lambda k: k.timing.inactive is None)  # old: retiring
     # pre-publication: the new key waits for propagation plus the DNSKEY TTL (300 in the config)
     assert before <= new.timing.publish <= after
     assert new.timing.activate == new.timing.publish + 60 + 300 == new.timing.sync_publish

@@ -122,7 +122,7 @@ def test_rollover_with_short_timings_never_fails_validation(tmp_path: Path) -> N
                                 env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
         assert rolled.returncode == 0, rolled.stderr
         # propagation (3 s) covers how late a server takes a change up: the file watcher's 1-1.5 s
-        old, new = sorted(keys.load(work / "keys", ZONE)[0], key=lambda k: k.timing.created)
+        old, new = sorted(keys.load(work / "keys", ZONE)[0], key=lambda k: k.timing.inactive is None)  # old: retiring
         assert old.tag == first.tag
         tags_seen = []
         deadline = old.timing.delete + 3  # until the old key is gone from the DNSKEY RRset
