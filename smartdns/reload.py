@@ -41,9 +41,10 @@ def zone_files(directory: Path) -> list[Path]:
         return []
 
 
-def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now: float | None = None) -> LoadResult:
-    """Load every `*.yaml` in the zones directory, signed where it has keys (as at `now`);
-    on failure keep `previous`'s version of that file."""
+def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now: float | None = None,
+             sign: bool = True) -> LoadResult:
+    """Load every `*.yaml` in the zones directory, signed where it has keys (as at `now`; `sign`
+    False: not signed, for a process that does not answer); on failure keep `previous`'s version."""
     previous = previous or {}
     now = time.time() if now is None else now
     zones: dict[str, ZoneData] = {}
@@ -58,7 +59,8 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now
         key = str(path)
         try:
             zone = load_zone(path, config.soa_for(path.name[: -len(".yaml")]))
-            zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now)
+            if sign:
+                zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now)
         except ZoneLoadError as exc:
             problems.extend(exc.problems)
             if key in previous:
@@ -187,6 +189,7 @@ class LoadSequence(Generic[Prepared]):
         self.status = status
         self.health = health
         self.zones: dict[str, ZoneData] = {}  # the last good version of every zone, by file
+        self.sign_at: float | None = None  # during a load ahead of a signing event: that moment
         self.reloading = asyncio.Lock()
 
     def prepare(self, config: Config) -> tuple[Prepared, LoadResult]:
@@ -203,17 +206,24 @@ class LoadSequence(Generic[Prepared]):
         """The first load; what fails here fails the start."""
         return await self._load(self.config, None)
 
-    async def reload(self, reason: str) -> None:
-        """Load again; a GeoIP file that cannot be read keeps the running data."""
+    async def reload(self, reason: str, sign_at: float | None = None) -> None:
+        """Load again; a GeoIP file that cannot be read keeps the running data. `sign_at`: sign as at
+        that (coming) moment and put the new data in service then, not before (DNSSEC windows)."""
         async with self.reloading:
             config = reload_config(self.config, self.overrides)
             try:
-                await self._load(config, reason)
+                await self._load(config, reason, sign_at)
             except GeoDatabaseError as exc:
                 log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
 
-    async def _load(self, config: Config, reason: str | None) -> LoadResult:
-        prepared, result = await asyncio.to_thread(self.prepare, config)
+    async def _load(self, config: Config, reason: str | None, sign_at: float | None = None) -> LoadResult:
+        self.sign_at = sign_at
+        try:
+            prepared, result = await asyncio.to_thread(self.prepare, config)
+        finally:
+            self.sign_at = None
+        if sign_at is not None:
+            await asyncio.sleep(max(0.0, sign_at - time.time()))  # the old data stays valid until then
         self.apply(config, prepared, result, reason is None)
         self.config = config
         self.zones = dict(result.zones)

@@ -44,13 +44,14 @@ UDP_BUFFER = 4096  # a query is never larger; a bigger datagram is cut and answe
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the interpreter is busy
 TCP_BACKLOG = 1024
 RESIGN_POLL = 1.0  # seconds between looks at the next signing event (a few comparisons)
+RESIGN_LEAD = 60.0  # start building the next generation this long before its moment
 RESIGN_RETRY = 60.0
 CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that took the old state
 
 
 def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
-                is_up: IsUp = static_status) -> tuple[State, LoadResult]:
-    result = load_all(config, previous)
+                is_up: IsUp = static_status, sign_at: float | None = None) -> tuple[State, LoadResult]:
+    result = load_all(config, previous, sign_at)
     report(result)
     classifier = Classifier(config.geodb, CONTINENT_OF)
     return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up), result
@@ -230,7 +231,7 @@ class Server(LoadSequence[State]):
         return RateLimiter(replace(settings, **{k: v * self.share for k, v in rates.items() if v is not None}))
 
     def prepare(self, config: Config) -> tuple[State, LoadResult]:
-        return build_state(config, self.zones, self.health.is_up)
+        return build_state(config, self.zones, self.health.is_up, self.sign_at)
 
     def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:
         if first:
@@ -254,22 +255,23 @@ class Server(LoadSequence[State]):
             log.info("reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
 
     async def resign(self) -> None:
-        """Load and sign again when a signing window rolls over or a key changes state. The times
-        come from the files and the clock alone, so every server re-signs at the same moment; the
-        new generation is built off the event loop while the old one, still valid, keeps answering."""
-        done, retry_at = None, 0.0
+        """Sign again before a signing window rolls over or a key changes state: the new generation
+        is built ahead, off the event loop, signed as at that moment, and swapped in when it comes.
+        The times come from the files and the clock alone, so every server swaps at the same moment."""
+        retry_at = 0.0
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), RESIGN_POLL)
                 return
             except asyncio.TimeoutError:
                 pass
-            due = next_signing_event(self.zones.values())  # the zones of the latest load, whatever caused it
+            due = next_signing_event(self.zones.values())  # of the latest load, whatever caused it
             now = time.time()
-            if due is None or now < due or (due == done and now < retry_at):
-                continue  # retry: that event's reload ran but left it due (a key file problem)
-            done, retry_at = due, now + RESIGN_RETRY
-            await self.reload("DNSSEC signing event")
+            if due is None or now < due - RESIGN_LEAD or now < retry_at:
+                continue
+            await self.reload("DNSSEC signing event", sign_at=max(due, now))
+            if next_signing_event(self.zones.values()) == due:
+                retry_at = time.time() + RESIGN_RETRY  # the load left the event due (a key file problem)
 
     async def serve(self) -> None:
         await self.start()

@@ -185,7 +185,7 @@ class Supervisor(LoadSequence[None]):
                 self._send(worker, line)
 
     def prepare(self, config: Config) -> tuple[None, LoadResult]:
-        return None, load_all(config, self.zones)
+        return None, load_all(config, self.zones, sign=False)  # it only probes: the workers sign
 
     async def run(self) -> None:
         self.health.on_change.append(self.broadcast)

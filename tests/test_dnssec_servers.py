@@ -140,3 +140,18 @@ def test_rollover_with_short_timings_never_fails_validation(tmp_path: Path) -> N
         assert resolver.parent_ds[-1][1] == {dns.dnssec.make_ds(ZONE, new.dnskey, "SHA256")}
     finally:
         server.stop()
+
+
+def test_workers_serve_signed_answers(tmp_path: Path) -> None:
+    key = keys.generate(ZONE, 13, tmp_path / "keys")
+    server = SmartDNS(tmp_path, copy_example=True, config={"dnssec": {"keys": "keys"}}, args=("--workers", "2"))
+    server.start()
+    try:
+        keyset = {ZONE: dns.rrset.from_rdata(ZONE, 3600, key.dnskey)}
+        for _ in range(20):  # the kernel spreads queries over both workers
+            reply = server.query("example.com", "MX", want_dnssec=True)
+            mx = next(r for r in reply.answer if r.rdtype == dns.rdatatype.MX)
+            sigs = next(r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG)
+            dns.dnssec.validate(mx, sigs, keyset)
+    finally:
+        server.stop()
