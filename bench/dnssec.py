@@ -30,16 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-
 import dns.name
 
 from smartdns.config import SoaSettings
 from smartdns.dnssec import keys
 from smartdns.dnssec.zone import sign_zone
 from smartdns.zonefile import load_zone
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 
 PORT = 5300
 SERVERS = {"unsigned": "127.0.0.20", "signed": "127.0.0.21"}

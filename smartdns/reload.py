@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
 
 from .config import Config, ConfigError, load_config
+from .dnssec.zone import sign_zone
 from .geo import GeoDatabaseError
 from .health import HealthView
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
-from .dnssec.zone import sign_zone
 from .zonefile import load_zone
 
 log = logging.getLogger(__name__)

@@ -72,7 +72,8 @@ class State:
     # (client, or None when the ECS decides; the dynamic entry) -> Decided
     decisions: dict[tuple[str | None, DynamicHit], Decided] = field(default_factory=dict)
     templates: dict[TemplateKey, NegativeTemplate | None] = field(default_factory=dict)  # None: cannot be templated
-    signed_tails: dict[tuple[bytes, int, tuple[int, ...]], tuple[bytes, int]] = field(default_factory=dict)  # (zone, rcode, NSECs) -> authority
+    # (zone, rcode, NSEC indexes) -> the authority records of a signed negative answer, and their count
+    signed_tails: dict[tuple[bytes, int, tuple[int, ...]], tuple[bytes, int]] = field(default_factory=dict)
 
     @property
     def nsid(self) -> bytes | None:

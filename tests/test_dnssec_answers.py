@@ -17,8 +17,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
 import dns.rrset
 import pytest
-from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS
 
+from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS
 from smartdns.dnssec import keys
 
 ZONE = dns.name.from_text("example.com.")

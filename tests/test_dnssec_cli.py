@@ -11,8 +11,8 @@ from pathlib import Path
 import dns.dnssec
 import dns.name
 import dns.rrset
-from conftest import EXAMPLE_ZONES
 
+from conftest import EXAMPLE_ZONES
 from smartdns.dnssec import keys
 
 ZONE = dns.name.from_text("example.com.")

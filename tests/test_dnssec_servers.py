@@ -16,8 +16,8 @@ import dns.query
 import dns.rdatatype
 import dns.rrset
 import pytest
-from conftest import REPO, SmartDNS
 
+from conftest import REPO, SmartDNS
 from smartdns.dnssec import keys
 
 ZONE = dns.name.from_text("example.com.")
@@ -39,7 +39,8 @@ def test_two_servers_and_a_restart_sign_byte_identically(tmp_path: Path) -> None
             shutil.copytree(tmp_path / "keys", work / "keys")  # each server its own copy of the same files
             servers.append(SmartDNS(work, copy_example=True, config={"dnssec": {"keys": "keys"}}).start())
         questions = [("example.com", "MX"), ("example.com", "DNSKEY"), ("example.com", "CDS"),
-                     ("mx.example.com", "AAAA"), ("ns1.example.com", "A"), ("nosuchname.example.com", "A")]  # AAAA: one value per pool
+                     ("mx.example.com", "AAAA"),  # AAAA: one value per pool, so the same RRset on both
+                     ("ns1.example.com", "A"), ("nosuchname.example.com", "A")]
         first = {q: rrsigs(servers[0], *q) for q in questions}
         assert all(first.values())
         assert {q: rrsigs(servers[1], *q) for q in questions} == first
@@ -93,7 +94,7 @@ class EmulatedResolver:
         reply = server.query("mx.example.com", "A", want_dnssec=True)
         data = next(r for r in reply.answer if r.rdtype == dns.rdatatype.A)
         sigs = next(r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG)
-        for fetched, cached in self.dnskey_cache:
+        for _, cached in self.dnskey_cache:
             dns.dnssec.validate(data, sigs, {ZONE: cached}, now=time.time())
         # the parent acts on the CDS it sees (after a delay, as a registry does)
         cds = server.query("example.com", "CDS", want_dnssec=True)

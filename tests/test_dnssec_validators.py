@@ -18,8 +18,8 @@ from pathlib import Path
 import dns.dnssec
 import dns.name
 import pytest
-from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS, REPO, build_mmdb
 
+from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS, REPO, build_mmdb
 from smartdns.dnssec import keys
 
 ZONE = dns.name.from_text("example.com.")
@@ -148,11 +148,15 @@ def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None
         echo "=== delv mx"; {delv} -b {OVERSEAS} example.com MX 2>&1
         echo "=== delv nxdomain"; {delv} nosuchname.example.com A 2>&1
         echo "=== delv nodata"; {delv} ns1.example.com TXT 2>&1
-        echo "=== dump"; {sys.executable} -m smartdns dump example.com --dnssec --client {DOMESTIC} --config smartdns.yaml > dump.zone
+        echo "=== dump"
+        {sys.executable} -m smartdns dump example.com --dnssec --client {DOMESTIC} --config smartdns.yaml > dump.zone
         ldns-verify-zone dump.zone 2>&1
         unbound -c unbound.conf > unbound.log 2>&1 &
         RESOLVER=$!
-        for i in $(seq 100); do {sys.executable} -c "import socket; s=socket.socket(); s.connect(('127.0.0.1', {RESOLVER_PORT}))" 2>/dev/null && break; sleep 0.1; done
+        for i in $(seq 100); do
+            {sys.executable} -c "import socket; socket.create_connection(('127.0.0.1', {RESOLVER_PORT}))" 2>/dev/null && break
+            sleep 0.1
+        done
         echo "=== unbound"; {sys.executable} client.py ad 2>&1
         echo "=== flood"; {sys.executable} client.py flood 300 2>&1
         kill $RESOLVER; wait $RESOLVER 2>/dev/null

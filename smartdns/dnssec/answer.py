@@ -21,11 +21,12 @@ import dns.name
 import dns.rdataset
 import dns.rdatatype
 
-from ..policy import DynamicRRset, PoolValue
+from ..model import DynamicRRset, PoolValue
 from .zone import SignedZone, dynamic_rdataset
 
 NXDOMAIN = 3
 Pair = tuple[dns.name.Name, dns.rdataset.Rdataset]
+Sourced = tuple[object, Pair, Sequence[PoolValue] | None]  # (source as loaded, (owner, rdataset) answered, values)
 
 
 def _wire(name: dns.name.Name) -> bytes:
@@ -67,7 +68,7 @@ class Signatures:
         return found
 
 
-def _with_sigs(signatures: Signatures, entries: Iterable[tuple[object, Pair, Sequence[PoolValue] | None]],
+def _with_sigs(signatures: Signatures, entries: Iterable[Sourced],
                zone: SignedZone | None) -> list[Pair]:
     out: list[Pair] = []
     for source, (owner, rdataset), values in entries:
@@ -142,9 +143,9 @@ def proof_indexes(zone_data: object, signed: SignedZone, final: bytes, rcode: in
 
 
 def signed_sections(signatures: Signatures, resolution: object, qname: dns.name.Name, qtype: int,
-                    answer: list[tuple[object, Pair, Sequence[PoolValue] | None]],
-                    authority: list[tuple[object, Pair, Sequence[PoolValue] | None]],
-                    additional: list[tuple[object, Pair, Sequence[PoolValue] | None]]) -> tuple[list[Pair], list[Pair], list[Pair]]:
+                    answer: list[Sourced],
+                    authority: list[Sourced],
+                    additional: list[Sourced]) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """The three sections with RRSIGs after each RRset and the NSEC proof in authority.
 
     Each entry is (source as loaded, (owner, rdataset) as answered, the values of a dynamic
@@ -162,7 +163,7 @@ def signed_sections(signatures: Signatures, resolution: object, qname: dns.name.
     answered_final = False
     for source, (owner, rdataset), _ in answer:
         owner_wire = _wire(owner)
-        node = zone_data.nodes.get(owner_wire)  # type: ignore[attr-defined]
+        node = zone_data.nodes.get(owner_wire)
         loaded = (id(source) in signatures.dynamic) or (id(rdataset) in signatures.static)
         if loaded and _in_zone(owner_wire, zone_data) and (node is None or node.get(rdataset.rdtype) is not source):
             wildcards.append(owner_wire)  # synthesized from a wildcard: prove the name itself is absent
@@ -193,9 +194,9 @@ def _in_zone(wire: bytes, zone_data: object) -> bool:
     return wire.endswith(origin)
 
 
-def answer_entries(entries: Iterable[object], chosen: Iterator[tuple[PoolValue, ...]]) -> list[tuple[object, Pair, Sequence[PoolValue] | None]]:
+def answer_entries(entries: Iterable[object], chosen: Iterator[tuple[PoolValue, ...]]) -> list[Sourced]:
     """(source, (owner, rdataset), values) for a section's entries, dynamic ones with their chosen values."""
-    out: list[tuple[object, Pair, Sequence[PoolValue] | None]] = []
+    out: list[Sourced] = []
     for entry in entries:
         source = entry.source  # type: ignore[attr-defined]
         owner = entry.owner  # type: ignore[attr-defined]

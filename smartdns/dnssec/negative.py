@@ -14,17 +14,7 @@ from io import BytesIO
 import dns.name
 import dns.rdataset
 
-from ..wire import (
-    AA,
-    EDNS_DO,
-    HEADER,
-    OPT_FIXED,
-    OUR_PAYLOAD,
-    QR,
-    TYPE_OPT,
-    Query,
-    Rendered,
-)
+from ..wire import AA, EDNS_DO, HEADER, OPT_FIXED, OUR_PAYLOAD, QR, TYPE_OPT, Query, Rendered
 
 Pair = tuple[dns.name.Name, dns.rdataset.Rdataset]
 OPT_DO = b"\x00" + OPT_FIXED.pack(TYPE_OPT, OUR_PAYLOAD, 0, 0, EDNS_DO, 0)

@@ -25,14 +25,7 @@ import dns.rdataset
 import dns.rdatatype
 from dns.rdtypes.ANY.CDNSKEY import CDNSKEY
 
-from ..model import (
-    DynamicRRset,
-    PoolValue,
-    Problem,
-    StaticRRset,
-    ZoneData,
-    ZoneLoadError,
-)
+from ..model import DynamicRRset, PoolValue, Problem, StaticRRset, ZoneData, ZoneLoadError
 from .denial import NsecChain, wire_of
 from .keys import ZoneKey, load
 from .sign import Signer, Window
