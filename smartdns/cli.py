@@ -106,6 +106,18 @@ def make_parser() -> argparse.ArgumentParser:
                          help="as if a resolver sent this client subnet, e.g. 1.0.1.0/24")
     _common(explain)
 
+    route = sub.add_parser("route", help="the Postfix routing service: serve | explain ADDRESS | postfix-config",
+                           epilog=EXIT_CODES, formatter_class=epilog)
+    route.add_argument("action", nargs="?", default="serve", choices=("serve", "explain", "postfix-config"))
+    route.add_argument("address", nargs="?", help="explain: a recipient address (user@domain)")
+    route.add_argument("--config", help="smartdns.yaml with a route: section")
+    route.add_argument("--listen", default=None, metavar="HOST:PORT", help="socketmap address (default route.listen)")
+    route.add_argument("--tables", default="/etc/postfix", help="postfix-config: where the tables go (default /etc/postfix)")
+    route.add_argument("--log-format", choices=("plain", "json"), default="plain",
+                       help="plain lines, or one JSON object per line (default plain)")
+    route.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower,
+                       help=f"one of {', '.join(LEVELS)} (default info)")
+
     geodb = sub.add_parser("geodb", help="GeoIP database tools", epilog=EXIT_CODES, formatter_class=epilog)
     geodb_sub = geodb.add_subparsers(dest="geodb_command", required=True, metavar="TOOL", help="one of:")
     build = geodb_sub.add_parser("build", help="CSV rows network,country[,continent] -> GeoIP2-Country .mmdb",
@@ -178,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_dump(args)
         if args.command == "dnssec":
             return cmd_dnssec(args)
+        if args.command == "route":
+            from .route.cli import cmd_route
+
+            return cmd_route(args)
         return cmd_geodb_build(args)
     except ConfigError as exc:
         print(f"smartdns: {exc}", file=sys.stderr)

@@ -11,9 +11,13 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .yamlfile import LineDict, YamlError, load_file
+
+
+if TYPE_CHECKING:
+    from .route.settings import RouteSettings
 
 
 class ConfigError(Exception):
@@ -90,6 +94,7 @@ class Config:
     server_id: str | None = None  # NSID and CHAOS id.server / hostname.bind; None: not answered
     query_log_sample: float = 0.0  # fraction of queries logged, 0 to 1
     user: str | None = None  # drop to this user after binding
+    route: RouteSettings | None = None  # the Postfix routing service (`smartdns route`); None: not configured
     source: str | None = None  # the file these came from, for messages
     dnssec_keys: Path = Path("keys")  # DNSSEC key files (BIND format); a zone without keys is unsigned
     dnskey_ttl: int = 3600  # TTL of DNSKEY, CDS, CDNSKEY; a rollover waits it out
@@ -117,7 +122,7 @@ def parse_listen(text: str) -> ListenAddress:
 
 
 _TOP_KEYS = {"dnssec", "listen", "zones", "geodb", "ecs", "soa", "health", "tcp", "workers", "user", "metrics",
-             "server_id", "query_log", "rrl"}
+             "server_id", "query_log", "rrl", "route"}
 _SOA_KEYS = {"mname", "rname", "ttl", "refresh", "retry", "expire", "minimum", "serial"}
 
 
@@ -273,6 +278,10 @@ def _from_file(path: Path) -> Config:
                                         minimum=0, maximum=2**31 - 1)
     if "tcp" in data:
         out["tcp"] = _settings(TcpSettings, data["tcp"], path, data.line_of("tcp"), TcpSettings())
+    if "route" in data:
+        from .route.settings import parse_route  # the route package builds on this module
+
+        out["route"] = parse_route(data["route"], path, data.line_of("route"), out.get("health", HealthSettings()))
     return Config(**out)
 
 

@@ -16,7 +16,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from .config import HealthSettings
 from .model import DynamicRRset, HealthCheck, PoolValue
@@ -179,9 +179,11 @@ def decode_down(line: str) -> frozenset[Target]:
 class HealthMonitor(HealthView):
     """Keeps one probing task per target, and the view of what is down."""
 
-    def __init__(self, settings: HealthSettings) -> None:
+    def __init__(self, settings: HealthSettings,
+                 prober: Callable[[Target, float], Awaitable[tuple[bool, str]]] | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.prober = prober or probe  # another service (smartdns route) brings its own kind of probe
         self.states: dict[Target, TargetState] = {}
         self.tasks: dict[Target, asyncio.Task[None]] = {}
 
@@ -190,7 +192,10 @@ class HealthMonitor(HealthView):
         if settings is not None and settings != self.settings:
             self.settings = settings
             self.stop()  # restart every loop with the new timing; states are kept
-        wanted = targets_of(records)
+        self.follow_targets(targets_of(records))
+
+    def follow_targets(self, wanted: set[Target]) -> None:
+        """Probe exactly these targets from now on."""
         for target in set(self.states) - wanted:  # states, not tasks: stop() above may have emptied those
             task = self.tasks.pop(target, None)
             if task is not None:
@@ -211,7 +216,7 @@ class HealthMonitor(HealthView):
         while True:
             started = time.monotonic()
             try:
-                up, reason = await probe(target, settings.timeout)
+                up, reason = await self.prober(target, settings.timeout)
             except Exception as exc:  # noqa: BLE001 - a probe that fails oddly is a failed probe, not the end of checking
                 log.exception("health: probing %s", target)
                 up, reason = False, f"{type(exc).__name__}: {exc}"

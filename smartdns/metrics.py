@@ -157,6 +157,34 @@ def combined(*parts: Stats | dict[str, Any]) -> Stats:
     return total
 
 
+@dataclass(frozen=True)
+class Family:
+    """A metric family as plain data, for services that are not the DNS server (smartdns route).
+
+    `kind` counter or gauge: `samples` are (label values, value); histogram: (label values,
+    cumulative [(upper bound, count)...], sum).
+    """
+
+    kind: str
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    samples: tuple[tuple[Any, ...], ...] = ()
+
+
+class _Families:
+    def __init__(self, families: Callable[[], Iterable[Family]]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Any]:
+        kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+        for family in self.families():
+            metric = kinds[family.kind](family.name, family.help, labels=list(family.labels))
+            for labels, *value in family.samples:
+                metric.add_metric(list(labels), *value)
+            yield metric
+
+
 class _Collector:
     def __init__(self, stats: Callable[[], Stats], status: Callable[[], ServerStatus]) -> None:
         self.stats, self.status = stats, status
@@ -208,9 +236,14 @@ class _Collector:
 class MetricsServer:
     """A tiny HTTP/1.0 listener: /metrics, /health, /ready. It never stops DNS service."""
 
-    def __init__(self, stats: Callable[[], Stats], status: Callable[[], ServerStatus]) -> None:
+    def __init__(self, stats: Callable[[], Stats] | None, status: Callable[[], ServerStatus],
+                 extra: Callable[[], Iterable[Family]] | None = None) -> None:
+        """`stats` None: not the DNS server, only the `extra` families (another smartdns service)."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(stats, status))
+        if stats is not None:
+            self.registry.register(_Collector(stats, status))  # type: ignore[arg-type]
+        if extra is not None:
+            self.registry.register(_Families(extra))  # type: ignore[arg-type]
         self.status = status
         self.server: asyncio.base_events.Server | None = None
 

@@ -1,0 +1,1 @@
+"""`smartdns route`: a Postfix socketmap service that sends mail abroad through relays when direct delivery meets trouble."""

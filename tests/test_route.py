@@ -1,0 +1,342 @@
+"""`smartdns route`: the Postfix socketmap service, over real TCP on loopback.
+
+MX records come from a real smartdns DNS server on loopback; relays are real SMTP servers that
+require STARTTLS and AUTH; GeoIP from a real .mmdb (127.0.0.2 CN, 127.0.0.3 US, 127.0.0.4 DE).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO, SmartDNS, build_mmdb, wait_for
+from route_helpers import (
+    RELAY_PASSWORD,
+    RELAY_USER,
+    SmtpServer,
+    SocketmapClient,
+    closed_port,
+    make_certificates,
+    netstring,
+)
+
+DEST_ZONE = """
+---
+'':
+  - type: NS
+    values: [ns1.dest.test.]
+ns1:
+  type: A
+  value: 127.0.0.1
+home:
+  type: MX
+  value: {exchange: mx.home.dest.test., preference: 10}
+mx.home:
+  type: A
+  value: 127.0.0.2
+far:
+  type: MX
+  values:
+    - {exchange: mx1.far.dest.test., preference: 10}
+    - {exchange: mx2.far.dest.test., preference: 20}
+mx1.far:
+  type: A
+  value: 127.0.0.3
+mx2.far:
+  type: A
+  value: 127.0.0.2
+troubled:
+  type: MX
+  value: {exchange: mx.troubled.dest.test., preference: 10}
+mx.troubled:
+  type: A
+  value: 127.0.0.3
+eu:
+  type: MX
+  value: {exchange: mx.eu.dest.test., preference: 10}
+mx.eu:
+  type: A
+  value: 127.0.0.4
+noaddr:
+  type: MX
+  value: {exchange: nothing.dest.test., preference: 10}
+private:
+  type: MX
+  value: {exchange: mx.private.dest.test., preference: 10}
+mx.private:
+  type: A
+  value: 10.1.2.3
+xn--bcher-kva:
+  type: MX
+  value: {exchange: mx.eu.dest.test., preference: 10}
+"""
+
+OURS_ZONE = """
+---
+'':
+  - type: NS
+    values: [ns1.ours.test.]
+ns1:
+  type: A
+  value: 127.0.0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """DNS with the destinations' MX, two relays (TLS + AUTH), and a route service using them."""
+    base = tmp_path_factory.mktemp("route")
+    certs = make_certificates(base / "tls", ["relay.test"], ["127.0.0.1"])
+    relay_us = SmtpServer("127.0.0.1", certificates=certs).start()
+    relay_eu = SmtpServer("127.0.0.1", certificates=certs).start()
+    dns_dir = base / "dns"
+    dns_dir.mkdir()
+    dns = SmartDNS(dns_dir, zones={"dest.test": DEST_ZONE}).start()
+    (base / "password").write_text(RELAY_PASSWORD + "\n")
+    state = base / "route-state.json"
+    now = time.time()
+    state.write_text(json.dumps({"version": 1, "troubled": {
+        "domain:troubled.dest.test": {"since": now, "until": now + 3600, "reason": "test: 3 failures"}}}))
+    route_dir = base / "route"
+    route_dir.mkdir()
+    mmdb = build_mmdb(route_dir)
+    config = {
+        "geodb": [str(mmdb)],
+        "route": {
+            "home": ["AS-CN"], "local_domains": ["also-ours.test"],
+            "resolvers": [f"127.0.0.1:{dns.port}"], "state_file": str(state),
+            "health": {"interval": 0.5, "timeout": 2, "rise": 1, "fall": 1},
+            "relays": [
+                {"name": "us", "host": "127.0.0.1", "port": relay_us.port, "serves": ["NA", "SA"],
+                 "ca_file": str(certs.ca), "username": RELAY_USER, "password_file": str(base / "password")},
+                {"name": "eu", "host": "127.0.0.1", "port": relay_eu.port, "serves": ["EU"],
+                 "fingerprint": certs.fingerprint(), "username": RELAY_USER, "password_file": str(base / "password")},
+            ],
+        },
+    }
+    route = SmartDNS(route_dir, zones={"ours.test": OURS_ZONE}, config=config, command=("route",))
+    route.start()
+    yield {"route": route, "dns": dns, "relays": (relay_us, relay_eu), "base": base, "config": route.config_path}
+    route.stop()
+    dns.stop()
+    relay_us.stop()
+    relay_eu.stop()
+
+
+@pytest.fixture
+def client(world):
+    client = SocketmapClient(world["route"].port)
+    yield client
+    client.close()
+
+
+def test_our_domains_take_the_default_path(client):
+    assert client.lookup("someone@ours.test") == "NOTFOUND "  # a zone in the zones directory
+    assert client.lookup("someone@also-ours.test") == "NOTFOUND "  # route.local_domains
+
+
+def test_domestic_mx_takes_the_default_path(client):
+    assert client.lookup("user@home.dest.test") == "NOTFOUND "
+    assert client.lookup("home.dest.test") == "NOTFOUND "  # Postfix asks for the bare domain too
+    assert client.lookup("user@private.dest.test") == "NOTFOUND "  # a private address is the local network
+
+
+def test_overseas_mx_goes_direct_with_the_serving_relay_as_fallback(world, client):
+    relay_us, relay_eu = world["relays"]
+    wait_for(lambda: relay_us.auth_logins and relay_eu.auth_logins, 10)  # both probed through TLS + AUTH
+    assert client.lookup("user@far.dest.test") == "OK smartdns-direct-us:"  # primary MX in the US (NA)
+    assert client.lookup("user@eu.dest.test") == "OK smartdns-direct-eu:"  # DE: the relay serving EU
+
+
+def test_troubled_destination_goes_straight_to_a_relay(world, client):
+    relay_us, _ = world["relays"]
+    wait_for(lambda: relay_us.auth_logins, 10)
+    assert client.lookup("user@troubled.dest.test") == f"OK smartdns-relay-us:[127.0.0.1]:{relay_us.port}"
+
+
+def test_nonexistent_domain_and_mx_without_address_take_the_default_path(client):
+    assert client.lookup("user@nowhere.dest.test") == "NOTFOUND "
+    assert client.lookup("user@noaddr.dest.test") == "NOTFOUND "
+
+
+def test_keys_postfix_sends_besides_addresses(client):
+    assert client.lookup("*") == "NOTFOUND "
+    assert client.lookup(".dest.test") == "NOTFOUND "  # parent-domain probe
+    assert client.lookup("postmaster") == "NOTFOUND "  # no domain at all
+    assert client.lookup("user@") == "NOTFOUND "
+    assert client.lookup("") == "NOTFOUND "
+    assert client.lookup("user@[127.0.0.3]") == "NOTFOUND "  # address literal: not ours to route
+
+
+def test_upper_case_and_idn_domains(client):
+    assert client.lookup("User@FAR.Dest.TEST") == "OK smartdns-direct-us:"
+    assert client.lookup("user@bücher.dest.test") == "OK smartdns-direct-eu:"  # UTF-8 key, SMTPUTF8 mail
+    assert client.lookup("user@BÜCHER.dest.test") == "OK smartdns-direct-eu:"
+
+
+def test_unknown_map_name_answers_notfound_and_logs(world, client):
+    assert client.lookup("user@far.dest.test", name="routes") == "NOTFOUND "
+    world["route"].wait_for_log(r"asked for map 'routes'")
+    assert client.lookup("user@far.dest.test") == "OK smartdns-direct-us:"  # the connection goes on
+
+
+def test_malformed_requests_close_only_their_connection(world, client):
+    port = world["route"].port
+    for junk in (b"abc:route x,", b"99999999:", b"3:abc;", b":", b"-1:x,", b"007:route x,"):
+        bad = SocketmapClient(port)
+        bad.send_raw(junk)
+        assert bad.read_reply() is None, junk  # closed, nothing answered
+        bad.close()
+    overlong = SocketmapClient(port)
+    overlong.send_raw(b"100000:" + b"x" * 1000)
+    assert overlong.read_reply() is None
+    overlong.close()
+    assert client.lookup("user@far.dest.test") == "OK smartdns-direct-us:"
+
+
+def test_long_keys_and_bad_bytes_get_an_answer(client):
+    assert client.lookup("a" * 600 + "@far.dest.test") == "NOTFOUND "
+    assert client.lookup("user@" + "x" * 70 + ".dest.test") == "NOTFOUND "  # a label over 63
+    client.send_raw(netstring(b"route user@\xff\xfe.test"))
+    assert client.read_reply() == b"NOTFOUND "
+    client.send_raw(netstring(b"route-without-key"))
+    assert client.read_reply().startswith(b"PERM")
+
+
+def test_pipelined_requests_answer_in_order(client):
+    keys = ["u@far.dest.test", "u@home.dest.test", "u@eu.dest.test", "*"] * 5
+    client.send_raw(b"".join(netstring(f"route {k}".encode()) for k in keys))
+    replies = [client.read_reply() for _ in keys]
+    expected = {"u@far.dest.test": b"OK smartdns-direct-us:", "u@home.dest.test": b"NOTFOUND ",
+                "u@eu.dest.test": b"OK smartdns-direct-eu:", "*": b"NOTFOUND "}
+    assert replies == [expected[k] for k in keys]
+
+
+def test_hundreds_of_concurrent_connections(world):
+    port = world["route"].port
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]  # held open, saying nothing
+    stalled = socket.create_connection(("127.0.0.1", port))
+    stalled.sendall(b"20:route us")  # half a request, never finished
+
+    def one(i: int) -> list[str]:
+        c = SocketmapClient(port)
+        try:
+            return [c.lookup(f"user{i}@{d}.dest.test") for d in ("far", "home", "eu")]
+        finally:
+            c.close()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(one, range(300)))
+        assert all(r == ["OK smartdns-direct-us:", "NOTFOUND ", "OK smartdns-direct-eu:"] for r in results)
+    finally:
+        for sock in idle + [stalled]:
+            sock.close()
+
+
+def test_slow_dns_gets_the_default_answer_at_once(world, tmp_path):
+    """A resolver that never answers: Postfix still gets an answer within the deadline."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    config = yaml.safe_load(world["config"].read_text())
+    config["route"]["resolvers"] = [f"127.0.0.1:{silent.getsockname()[1]}"]
+    config["route"]["lookup_deadline"] = 0.2
+    config["route"].pop("state_file")
+    route = SmartDNS(tmp_path, config=config, command=("route",)).start()
+    try:
+        client = SocketmapClient(route.port)
+        started = time.monotonic()
+        reply = client.lookup("user@far.dest.test")
+        assert time.monotonic() - started < 1.0
+        assert reply.startswith("OK smartdns-direct-")  # not known yet: direct, with a relay behind it
+        assert client.lookup("user@home.dest.test").startswith("OK smartdns-direct-")
+        client.close()
+    finally:
+        route.stop()
+        silent.close()
+
+
+def test_no_relay_up_still_direct_with_the_nearest(world, tmp_path):
+    config = yaml.safe_load(world["config"].read_text())
+    for relay in config["route"]["relays"]:
+        relay["port"] = closed_port()
+    config["route"].pop("state_file")
+    route = SmartDNS(tmp_path, config=config, command=("route",)).start()
+    try:
+        route.wait_for_log(r"health: SMTP-TLS 127\.0\.0\.1:\d+ is DOWN")
+        client = SocketmapClient(route.port)
+        wait_for(lambda: route.log.count("is DOWN") >= 2, 10)
+        assert client.lookup("user@far.dest.test") == "OK smartdns-direct-us:"
+        client.close()
+    finally:
+        route.stop()
+
+
+def test_metrics(world, client):
+    client.lookup("user@far.dest.test")
+    client.lookup("user@home.dest.test")
+    status, body = world["route"].http("/metrics")
+    assert status == 200
+    assert 'smartdns_route_decisions_total{answer="direct",relay="us"}' in body
+    assert 'smartdns_route_decisions_total{answer="domestic",relay=""}' in body
+    assert 'smartdns_route_troubled{kind="domain"} 1.0' in body
+    assert 'smartdns_route_relay_up{relay="us"} 1.0' in body
+    assert 'smartdns_route_relay_rtt_seconds{relay="eu"}' in body
+    assert "smartdns_route_lookup_seconds_count" in body
+    assert "smartdns_queries_total" not in body  # the DNS server's metrics are not this service's
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smartdns", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_explain_shows_the_whole_decision(world):
+    out = run("route", "explain", "someone@far.dest.test", "--config", str(world["config"]))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "mx1.far.dest.test" in text and "127.0.0.3  NA-US" in text and "overseas" in text
+    assert "127.0.0.2  AS-CN" in text and "domestic" in text
+    assert "net:127.0.0.0/24: not troubled" in text
+    assert "answer: OK smartdns-direct-us:" in text
+    assert " up " in text and "TLS and AUTH ok" in text
+    troubled = run("route", "explain", "x@troubled.dest.test", "--config", str(world["config"])).stdout
+    assert "domain:troubled.dest.test: troubled since" in troubled
+    assert "answer: OK smartdns-relay-us:[127.0.0.1]:" in troubled
+
+
+def test_postfix_config_text(world):
+    out = run("route", "postfix-config", "--config", str(world["config"]), "--tables", "/etc/postfix")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "transport_maps = socketmap:inet:127.0.0.1:10027:route" in text
+    us_port = world["relays"][0].port
+    assert "smartdns-direct-us unix  -       -       n       -       -       smtp" in text
+    assert f"  -o smtp_fallback_relay=[127.0.0.1]:{us_port}" in text
+    assert "  -o smtp_reply_filter=regexp:/etc/postfix/smartdns_reply_filter" in text
+    assert "  -o smtp_tls_security_level=secure" in text and "  -o smtp_tls_security_level=fingerprint" in text
+    assert f"[127.0.0.1]:{us_port} {RELAY_USER}:{RELAY_PASSWORD}" in text
+
+
+def test_check_validates_the_route_section(tmp_path):
+    bad = {
+        "route:\n  relays:\n    - name: us\n      host: relay.example\n": "needs ca_file or fingerprint",
+        "route:\n  home: [China]\n": "is not a geo code",
+        "route:\n  trouble: {failures: 0}\n": "failures must be >= 1",
+        "route:\n  listen: nowhere\n": "route listen",
+        "route:\n  relays:\n    - {name: US!, host: r}\n": "lower-case letters",
+        "route:\n  colour: blue\n": "unknown key",
+        "route:\n  resolvers: [not-an-address]\n": "resolver",
+    }
+    for text, reason in bad.items():
+        path = tmp_path / "smartdns.yaml"
+        path.write_text("zones: zones\n" + text)
+        out = run("check", "--config", str(path))
+        assert out.returncode == 2, (text, out.stdout, out.stderr)
+        assert f"{path}:" in out.stderr and reason in out.stderr, (text, out.stderr)
