@@ -47,6 +47,12 @@ class PostfixInstance:
         for path in (self.config, self.queue, self.data):
             path.mkdir(parents=True, exist_ok=True)
         subprocess.run(["chown", "postfix", str(self.data)], check=True)
+        for parent in directory.resolve().parents:  # Postfix's daemons (user postfix) must reach their files
+            if parent == Path("/"):
+                break
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)  # search only, no listing
         (self.config / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..config import HealthSettings
 from ..geo import Location
 from ..health import HealthMonitor, Target, TargetState
-from ..policy import HealthCheck
+from ..model import HealthCheck
 from .settings import Relay
 
 log = logging.getLogger("smartdns.route")
