@@ -109,9 +109,9 @@ def world(tmp_path_factory):
     config = {
         "geodb": [str(mmdb)],
         "route": {
-            "home": ["AS-CN"], "local_domains": ["also-ours.test"],
+            "home": ["AS-CN"], "local_domains": ["also-ours.test"], "metrics": "127.0.0.1:0",
             "resolvers": [f"127.0.0.1:{dns.port}"], "state_file": str(state),
-            "health": {"interval": 0.5, "timeout": 2, "rise": 1, "fall": 1},
+            "health": {"interval": 0.5, "timeout": 5, "rise": 1, "fall": 3},
             "relays": [
                 {"name": "us", "host": "127.0.0.1", "port": relay_us.port, "serves": ["NA", "SA"],
                  "ca_file": str(certs.ca), "username": RELAY_USER, "password_file": str(base / "password")},
@@ -340,3 +340,58 @@ def test_check_validates_the_route_section(tmp_path):
         out = run("check", "--config", str(path))
         assert out.returncode == 2, (text, out.stdout, out.stderr)
         assert f"{path}:" in out.stderr and reason in out.stderr, (text, out.stderr)
+
+
+def _log_pair(pid: int, qid: str, rcpt: str, relay_port: int, status: str = "sent") -> str:
+    """What Postfix logs when the direct service met a refused MX and the fallback relay took the mail."""
+    why = "250 2.0.0 queued" if status == "sent" else "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 try again"
+    return (f"Nov 30 23:37:45 sender postfix/smartdns-direct-us/smtp[{pid}]: connect to mx1.far.dest.test"
+            f"[127.0.0.3]:25: Connection refused\n"
+            f"Nov 30 23:37:45 sender postfix/smartdns-direct-us/smtp[{pid}]: {qid}: to=<{rcpt}>, "
+            f"relay=127.0.0.1[127.0.0.1]:{relay_port}, delay=0.08, delays=0.02/0/0.05/0.01, dsn=2.0.0, "
+            f"status={status} ({why})\n")
+
+
+def test_trouble_learned_from_the_postfix_log_across_rotation_and_restart(world, tmp_path):
+    relay_us, _ = world["relays"]
+    mail_log = tmp_path / "mail.log"
+    mail_log.write_text("Nov 30 23:00:00 sender postfix/smtp[1]: connect to x[127.0.0.3]:25: Connection refused\n" * 5)
+    config = yaml.safe_load(world["config"].read_text())
+    config["route"].update(postfix_log=str(mail_log), state_file=str(tmp_path / "state.json"), retry_delay=0.1,
+                           postfix_config_directory=str(tmp_path / "no-postfix-here"),
+                           trouble={"failures": 2, "window": 600, "cooldown": 3600})
+    route = SmartDNS(tmp_path, config=config, command=("route",)).start()
+    try:
+        route.wait_for_log("following .*mail.log from its end")
+        client = SocketmapClient(route.port)
+        wait_for(lambda: relay_us.auth_logins, 10)
+        assert client.lookup("a@far.dest.test") == "OK smartdns-direct-us:"  # the old lines taught nothing
+        with mail_log.open("a") as log:
+            log.write(_log_pair(6038, "7B06B210535", "a@far.dest.test", relay_us.port))
+        mail_log.rename(tmp_path / "mail.log.1")  # rotated: the next lines go to a new file
+        mail_log.write_text(_log_pair(6040, "8C17C321646", "b@far.dest.test", relay_us.port, status="deferred"))
+        route.wait_for_log(r"net:127\.0\.0\.0/24 is troubled for 3600s after 2 failures")
+        route.wait_for_log(r"domain:far\.dest\.test is troubled")
+        relayed = f"OK smartdns-relay-us:[127.0.0.1]:{relay_us.port}"
+        wait_for(lambda: client.lookup("d@far.dest.test") == relayed, 5)
+        assert client.lookup("x@troubled.dest.test") == relayed
+        # the deferred message is retried through `postqueue -i` (which fails here: no such Postfix)
+        route.wait_for_log(r"retrying deferred 8C17C321646 \(to far\.dest\.test\)")
+        route.wait_for_log(r"postqueue -i 8C17C321646 failed")
+        _, body = route.http("/metrics")
+        assert 'smartdns_route_troubled{kind="net"} 1.0' in body
+        assert 'smartdns_route_retries_total{result="failed"} 1.0' in body
+        client.close()
+        state = json.loads((tmp_path / "state.json").read_text())
+        assert set(state["troubled"]) >= {"net:127.0.0.0/24", "domain:far.dest.test"}
+    finally:
+        route.stop()
+    again = SmartDNS(tmp_path, config=config, command=("route",)).start()  # the state file survives a restart
+    try:
+        again.wait_for_log(r"troubled destination\(s\) restored")
+        wait_for(lambda: relay_us.auth_logins, 10)
+        client = SocketmapClient(again.port)
+        assert client.lookup("e@far.dest.test").startswith("OK smartdns-relay-us:")
+        client.close()
+    finally:
+        again.stop()
