@@ -150,14 +150,15 @@ def test_domestic_mx_takes_the_default_path(client):
 def test_overseas_mx_goes_direct_with_the_serving_relay_as_fallback(world, client):
     relay_us, relay_eu = world["relays"]
     wait_for(lambda: relay_us.auth_logins and relay_eu.auth_logins, 10)  # both probed through TLS + AUTH
-    assert client.lookup("user@far.dest.test") == "OK smartdns-direct-us:"  # primary MX in the US (NA)
+    # primary MX in the US (NA); waiting out a first probe that a loaded machine made fail
+    wait_for(lambda: client.lookup("user@far.dest.test") == "OK smartdns-direct-us:", 15)
     assert client.lookup("user@eu.dest.test") == "OK smartdns-direct-eu:"  # DE: the relay serving EU
 
 
 def test_troubled_destination_goes_straight_to_a_relay(world, client):
     relay_us, _ = world["relays"]
-    wait_for(lambda: relay_us.auth_logins, 10)
-    assert client.lookup("user@troubled.dest.test") == f"OK smartdns-relay-us:[127.0.0.1]:{relay_us.port}"
+    relayed = f"OK smartdns-relay-us:[127.0.0.1]:{relay_us.port}"
+    wait_for(lambda: client.lookup("user@troubled.dest.test") == relayed, 15)
 
 
 def test_nonexistent_domain_and_mx_without_address_take_the_default_path(client):
@@ -364,8 +365,8 @@ def test_trouble_learned_from_the_postfix_log_across_rotation_and_restart(world,
     try:
         route.wait_for_log("following .*mail.log from its end")
         client = SocketmapClient(route.port)
-        wait_for(lambda: relay_us.auth_logins, 10)
-        assert client.lookup("a@far.dest.test") == "OK smartdns-direct-us:"  # the old lines taught nothing
+        # the old lines taught nothing (and relay us passed this service's first probe)
+        wait_for(lambda: client.lookup("a@far.dest.test") == "OK smartdns-direct-us:", 15)
         with mail_log.open("a") as log:
             log.write(_log_pair(6038, "7B06B210535", "a@far.dest.test", relay_us.port))
         mail_log.rename(tmp_path / "mail.log.1")  # rotated: the next lines go to a new file
@@ -373,8 +374,8 @@ def test_trouble_learned_from_the_postfix_log_across_rotation_and_restart(world,
         route.wait_for_log(r"net:127\.0\.0\.0/24 is troubled for 3600s after 2 failures")
         route.wait_for_log(r"domain:far\.dest\.test is troubled")
         relayed = f"OK smartdns-relay-us:[127.0.0.1]:{relay_us.port}"
-        wait_for(lambda: client.lookup("d@far.dest.test") == relayed, 5)
-        assert client.lookup("x@troubled.dest.test") == relayed
+        wait_for(lambda: client.lookup("d@far.dest.test") == relayed, 15)
+        assert client.lookup("x@troubled.dest.test") == relayed  # another domain in the troubled block
         # the deferred message is retried through `postqueue -i` (which fails here: no such Postfix)
         route.wait_for_log(r"retrying deferred 8C17C321646 \(to far\.dest\.test\)")
         route.wait_for_log(r"postqueue -i 8C17C321646 failed")
@@ -389,9 +390,8 @@ def test_trouble_learned_from_the_postfix_log_across_rotation_and_restart(world,
     again = SmartDNS(tmp_path, config=config, command=("route",)).start()  # the state file survives a restart
     try:
         again.wait_for_log(r"troubled destination\(s\) restored")
-        wait_for(lambda: relay_us.auth_logins, 10)
         client = SocketmapClient(again.port)
-        assert client.lookup("e@far.dest.test").startswith("OK smartdns-relay-us:")
+        wait_for(lambda: client.lookup("e@far.dest.test").startswith("OK smartdns-relay-us:"), 15)
         client.close()
     finally:
         again.stop()

@@ -109,7 +109,7 @@ class LogWatcher:
         try:
             file = open(self.path, encoding="utf-8", errors="replace", newline="\n")
         except FileNotFoundError:
-            return None, (None if at_end else -1)
+            return None, -1  # not there yet: when it appears, every line of it is news
         inode = os.fstat(file.fileno()).st_ino
         if at_end:
             file.seek(0, os.SEEK_END)  # history is not news: only lines from now on
