@@ -129,7 +129,8 @@ def main() -> int:
             (work / "route.yaml").write_text(
                 f"zones: ours\ngeodb: [geo.mmdb]\nroute:\n  listen: 127.0.0.1:0\n  metrics: false\n"
                 f"  home: [AS-CN]\n  resolvers: ['127.0.0.1:{dns_port}']\n  local_domains: [ours.test]\n"
-                f"  relays:\n    - {{name: us, host: 127.0.0.1, port: 9, serves: [NA], fingerprint: '{':'.join(['00'] * 32)}'}}\n")
+                "  relays:\n    - {name: us, host: 127.0.0.1, port: 9, serves: [NA], "
+                f"fingerprint: '{':'.join(['00'] * 32)}'}}\n")
             route, port = start([sys.executable, "-m", "smartdns", "route", "--config", "route.yaml"], work)
             procs.append(route)
             keys = []

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .yamlfile import LineDict, YamlError, load_file
 
-
 if TYPE_CHECKING:
     from .route.settings import RouteSettings
 

@@ -241,9 +241,9 @@ class MetricsServer:
         """`stats` None: not the DNS server, only the `extra` families (another smartdns service)."""
         self.registry = CollectorRegistry(auto_describe=False)
         if stats is not None:
-            self.registry.register(_Collector(stats, status))  # type: ignore[arg-type]
+            self.registry.register(_Collector(stats, status))
         if extra is not None:
-            self.registry.register(_Families(extra))  # type: ignore[arg-type]
+            self.registry.register(_Families(extra))
         self.status = status
         self.server: asyncio.base_events.Server | None = None
 

@@ -26,9 +26,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from conftest import SmartDNS, build_mmdb
-from postfix_instance import PostfixInstance
-from route_helpers import RELAY_PASSWORD, RELAY_USER, SmtpServer, make_certificates
+from postfix_instance import PostfixInstance  # noqa: E402 - after the sys.path line
+from route_helpers import RELAY_PASSWORD, RELAY_USER, SmtpServer, make_certificates  # noqa: E402 - after the sys.path line
+
+from conftest import SmartDNS, build_mmdb  # noqa: E402 - after the sys.path line
 
 GEO = "127.20.0.0/16,CN,AS\n127.10.0.0/16,US,NA\n127.30.1.0/24,US,NA\n127.30.2.0/24,DE,EU\n"
 COOLDOWN = 45  # seconds (longer than the 30 s retry delay) a troubled destination is sent straight to a relay in this run
@@ -208,7 +209,7 @@ def scenario(run: Run, work: Path) -> None:
         postfix.send("gina@refuse.dest.test")
         delivered("gina@refuse.dest.test", ev)
         route.wait_for_log(r"net:127\.10\.1\.0/24 is troubled", timeout=10)
-        ev["troubled_log"] = [l for l in route.log_lines if "troubled" in l]
+        ev["troubled_log"] = [line for line in route.log_lines if "troubled" in line]
         marker = len(postfix.lines_text().splitlines())
         for name in ("hank", "ivan"):
             postfix.send(f"{name}@refuse.dest.test")
@@ -217,7 +218,7 @@ def scenario(run: Run, work: Path) -> None:
         ev["relay_log"] = postfix.lines_for("hank@refuse.dest.test")
         ev["explain_troubled"] = explain(config_path, "hank@refuse.dest.test")
         after = postfix.lines_text().splitlines()[marker:]
-        assert not [l for l in after if "127.10.1.1" in l], "direct attempt while troubled"
+        assert not [line for line in after if "127.10.1.1" in line], "direct attempt while troubled"
         assert "answer: OK smartdns-relay-us:[relay-us.dest.test]:587" in ev["explain_troubled"]
         # after the cool-down: direct (with fallback) again
         route.wait_for_log(r"net:127\.10\.1\.0/24 cool-down over", timeout=COOLDOWN + 15)
@@ -225,7 +226,7 @@ def scenario(run: Run, work: Path) -> None:
         line = postfix.wait_status("jack@refuse.dest.test", "sent", 60)
         assert "postfix/smartdns-direct-us/smtp[" in line, line
         ev["after_cooldown_log"] = postfix.lines_for("jack@refuse.dest.test")
-        assert any("127.10.1.1" in l and "refused" in l.lower() for l in ev["after_cooldown_log"]), "no direct try"
+        assert any("127.10.1.1" in line and "refused" in line.lower() for line in ev["after_cooldown_log"]), "no direct try"
 
     run.check("troubled_goes_straight_to_relay_until_cooldown", threshold)
 
@@ -241,12 +242,12 @@ def scenario(run: Run, work: Path) -> None:
         took = time.monotonic() - deferred_at
         ev["log"] = postfix.lines_for("later1@later.dest.test")
         ev["explain"] = explain(config_path, "later1@later.dest.test")
-        ev["route_log"] = [l for l in route.log_lines if "postqueue" in l or "retrying" in l]
+        ev["route_log"] = [line for line in route.log_lines if "postqueue" in line or "retrying" in line]
         ev["seconds_deferred_to_sent"] = round(took, 1)
         assert "status=deferred" in deferred_line
         assert "postfix/smartdns-relay-us/smtp[" in line, line
         assert took < 60, took
-        assert any("postqueue -i" in l for l in ev["route_log"])
+        assert any("postqueue -i" in line for line in ev["route_log"])
 
     run.check("deferred_is_retried_through_relay_within_a_minute", retried)
 

@@ -95,7 +95,10 @@ def make_certificates(directory: Path, names: list[str], addresses: list[str]) -
         pytest.skip("openssl is not installed (needed to make the relays' certificates)")
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "relay.key", "relay.csr", "relay.pem"))
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True)
+
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
         "-days", "2", "-subj", "/CN=smartdns test CA")
     run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),

@@ -15,16 +15,9 @@ import time
 
 import pytest
 import yaml
+from route_helpers import RELAY_PASSWORD, RELAY_USER, SmtpServer, SocketmapClient, closed_port, make_certificates, netstring
+
 from conftest import REPO, SmartDNS, build_mmdb, wait_for
-from route_helpers import (
-    RELAY_PASSWORD,
-    RELAY_USER,
-    SmtpServer,
-    SocketmapClient,
-    closed_port,
-    make_certificates,
-    netstring,
-)
 
 DEST_ZONE = """
 ---

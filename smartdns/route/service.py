@@ -39,9 +39,7 @@ def zone_domains(directory: Path) -> frozenset[str]:
 
 class RouteService:
     def __init__(self, config: Config, settings: RouteSettings | None = None, continent_of: dict[str, str] | None = None) -> None:
-        from ..zonefile import (
-            CONTINENT_OF,  # the country -> continent table the DNS side uses
-        )
+        from ..zonefile import CONTINENT_OF  # the country -> continent table the DNS side uses
 
         self.config = config
         self.settings = settings or config.route or RouteSettings()
