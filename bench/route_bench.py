@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="lookups per second (default 1000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the load, at most 60 (default 10)")
     parser.add_argument("--connections", type=int, default=20, help="Postfix processes simulated (default 20)")
+    parser.add_argument("--out", help="also write the figures as Markdown to this file (e.g. bench/ROUTE_RESULTS.md)")
     args = parser.parse_args()
     seconds = min(args.seconds, 60.0)
     sys.path.insert(0, str(REPO))
@@ -151,11 +152,25 @@ def main() -> int:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    ms = lambda v: f"{v * 1000:.2f} ms"  # noqa: E731
-    print(f"route socketmap: {len(latencies)} lookups at {args.rate:g}/s over {args.connections} connections, "
-          f"{errors} unexpected replies")
-    print(f"  p50 {ms(percentile(latencies, 0.50))}  p95 {ms(percentile(latencies, 0.95))}  "
-          f"p99 {ms(percentile(latencies, 0.99))}  max {ms(max(latencies))}  mean {ms(statistics.fmean(latencies))}")
+    def ms(value: float) -> str:
+        return f"{value * 1000:.2f} ms"
+
+    summary = (f"{len(latencies)} lookups at {args.rate:g}/s over {args.connections} connections for {seconds:g} s, "
+               f"{errors} unexpected replies")
+    figures = (f"p50 {ms(percentile(latencies, 0.50))}  p95 {ms(percentile(latencies, 0.95))}  "
+               f"p99 {ms(percentile(latencies, 0.99))}  max {ms(max(latencies))}  mean {ms(statistics.fmean(latencies))}")
+    print(f"route socketmap: {summary}\n  {figures}")
+    if args.out:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+        load = os.getloadavg()[0]
+        Path(args.out).write_text(
+            "# smartdns route: socketmap latency\n\nWritten by `python3 bench/route_bench.py --out "
+            f"{args.out}` (run it again rather than editing).\n\n- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+            f", git {commit}, nproc {os.cpu_count()}, load average {load:.1f} when it ended\n"
+            f"- {summary}; MX cache warm; keys: recipients of 200 domains (half domestic, half overseas), "
+            "bare domains and `*`\n- latency from when each request was due to its answer:\n\n"
+            f"    {figures}\n")
     return 0 if errors == 0 else 1
 
 

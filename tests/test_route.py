@@ -388,3 +388,36 @@ def test_trouble_learned_from_the_postfix_log_across_rotation_and_restart(world,
         client.close()
     finally:
         again.stop()
+
+
+def test_destination_keys_and_domain_names():
+    from smartdns.route.mx import ascii_domain
+    from smartdns.route.trouble import block_key
+
+    assert block_key("192.0.2.77") == "net:192.0.2.0/24"
+    assert block_key("2001:db8:1:2::25") == "net:2001:db8:1::/48"
+    assert block_key("not-an-address") is None
+    assert ascii_domain("Example.ORG.") == "example.org"
+    assert ascii_domain("bücher.example") == "xn--bcher-kva.example"
+    for bad in ("", ".", "localhost", "[192.0.2.1]", "a..b", "x" * 64 + ".example"):
+        assert ascii_domain(bad) is None, bad
+
+
+def test_trouble_window_and_cooldown(tmp_path):
+    from smartdns.route.settings import TroubleSettings
+    from smartdns.route.trouble import TroubleBook
+
+    now = [1000.0]
+    book = TroubleBook(TroubleSettings(failures=3, window=60, cooldown=100), tmp_path / "state.json", lambda: now[0])
+    for step in (0, 30, 61):  # the first failure has left the window when the third comes
+        now[0] = 1000 + step
+        book.failure("net:192.0.2.0/24", "refused")
+    assert book.is_troubled("net:192.0.2.0/24") is None
+    now[0] = 1065
+    book.failure("net:192.0.2.0/24", "refused")  # three within 60 s: 1030, 1061, 1065
+    entry = book.is_troubled("net:192.0.2.0/24")
+    assert entry is not None and entry.until == 1165
+    assert TroubleBook(TroubleSettings(), tmp_path / "state.json", lambda: 1100.0).is_troubled("net:192.0.2.0/24")
+    now[0] = 1166
+    assert book.is_troubled("net:192.0.2.0/24") is None  # cool-down over: direct again
+    assert json.loads((tmp_path / "state.json").read_text())["troubled"] == {}
