@@ -193,7 +193,7 @@ def children(pid: int) -> list[int]:
 # test that uses one takes seconds, so it is marked slow here rather than by hand in every module,
 # and `python3 -m pytest -m "not slow"` leaves it out. Slow tests without such a fixture carry
 # @pytest.mark.slow themselves.
-PROCESS_FIXTURES = frozenset({"smartdns", "server", "live", "checked"})
+PROCESS_FIXTURES = frozenset({"smartdns", "server", "live", "checked", "world"})  # world: test_route.py
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

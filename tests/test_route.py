@@ -318,6 +318,7 @@ def test_postfix_config_text(world):
     assert f"[127.0.0.1]:{us_port} {RELAY_USER}:{RELAY_PASSWORD}" in text
 
 
+@pytest.mark.slow
 def test_check_validates_the_route_section(tmp_path):
     bad = {
         "route:\n  relays:\n    - name: us\n      host: relay.example\n": "needs ca_file or fingerprint",
