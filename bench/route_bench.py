@@ -42,6 +42,9 @@ def zone_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+METRICS_PORTS: list[int] = []
+
+
 def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -49,6 +52,9 @@ def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen, int]:
     assert proc.stderr is not None
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
+        metrics = re.search(r"metrics on http://\S+?:(\d+)/metrics", line)
+        if metrics:
+            METRICS_PORTS.append(int(metrics.group(1)))
         match = re.search(r"listening on (\S+?):(\d+)", line)
         if match:
             return proc, int(match.group(2))
@@ -72,15 +78,19 @@ async def drive(port: int, rate: float, seconds: float, connections: int, keys: 
     streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
     locks = [asyncio.Lock() for _ in streams]
     latencies: list[float] = []
+    round_trips: list[float] = []
     errors = 0
 
     async def one(index: int, due: float, key: str) -> None:
         nonlocal errors
         reader, writer = streams[index]
         async with locks[index]:
+            sent = time.perf_counter()
             writer.write(netstring(f"route {key}"))
             reply = await read_reply(reader)
-        latencies.append(time.perf_counter() - due)
+        done = time.perf_counter()
+        latencies.append(done - due)
+        round_trips.append(done - sent)
         if not (reply.startswith(b"OK ") or reply == b"NOTFOUND "):
             errors += 1
 
@@ -96,7 +106,21 @@ async def drive(port: int, rate: float, seconds: float, connections: int, keys: 
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     for _, writer in streams:
         writer.close()
+    ROUND_TRIPS[:] = round_trips
     return latencies, errors
+
+
+ROUND_TRIPS: list[float] = []  # of the last drive(): from writing a request to its answer
+
+
+def in_service() -> dict[str, float]:
+    """The service's own histogram of time per request (from reading it to writing the answer)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORTS[-1]}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'smartdns_route_lookup_seconds_bucket\{le="([^"]+)"\} (\S+)', text)}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -128,7 +152,7 @@ def main() -> int:
         procs = [dns]
         try:
             (work / "route.yaml").write_text(
-                f"zones: ours\ngeodb: [geo.mmdb]\nroute:\n  listen: 127.0.0.1:0\n  metrics: false\n"
+                f"zones: ours\ngeodb: [geo.mmdb]\nroute:\n  listen: 127.0.0.1:0\n  metrics: 127.0.0.1:0\n"
                 f"  home: [AS-CN]\n  resolvers: ['127.0.0.1:{dns_port}']\n  local_domains: [ours.test]\n"
                 "  relays:\n    - {name: us, host: 127.0.0.1, port: 9, serves: [NA], "
                 f"fingerprint: '{':'.join(['00'] * 32)}'}}\n")
@@ -143,7 +167,9 @@ def main() -> int:
             warm = [f"x@d{i}.bench.test" for i in range(DOMAINS)]
             asyncio.run(drive(port, 500, len(warm) / 500, 10, warm))  # MX cache filled, as in steady state
             time.sleep(0.5)
+            before = in_service()
             latencies, errors = asyncio.run(drive(port, args.rate, seconds, args.connections, keys))
+            after = in_service()
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -159,7 +185,14 @@ def main() -> int:
                f"{errors} unexpected replies")
     figures = (f"p50 {ms(percentile(latencies, 0.50))}  p95 {ms(percentile(latencies, 0.95))}  "
                f"p99 {ms(percentile(latencies, 0.99))}  max {ms(max(latencies))}  mean {ms(statistics.fmean(latencies))}")
-    print(f"route socketmap: {summary}\n  {figures}")
+    trips = (f"from write to answer: p50 {ms(percentile(ROUND_TRIPS, 0.50))}  p99 {ms(percentile(ROUND_TRIPS, 0.99))}"
+             f"  (the rest of the above is this client late to send)")
+    figures += "\n  " + trips if not args.out else f"\n    {trips}"
+    count = after["+Inf"] - before["+Inf"]
+    share = {bound: (after[bound] - before[bound]) / count for bound in ("0.001", "0.005")}
+    inside = (f"inside the service: {share['0.001']:.1%} of requests within 1 ms, {share['0.005']:.2%} within 5 ms "
+              f"(its own histogram, {count:.0f} requests)")
+    print(f"route socketmap: {summary}\n  {figures}\n  {inside}")
     if args.out:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip()
@@ -170,7 +203,7 @@ def main() -> int:
             f", git {commit}, nproc {os.cpu_count()}, load average {load:.1f} when it ended\n"
             f"- {summary}; MX cache warm; keys: recipients of 200 domains (half domestic, half overseas), "
             "bare domains and `*`\n- latency from when each request was due to its answer:\n\n"
-            f"    {figures}\n")
+            f"    {figures}\n\n- {inside}\n")
     return 0 if errors == 0 else 1
 
 

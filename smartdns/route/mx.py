@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import dns.asyncresolver
 import dns.exception
@@ -58,6 +59,7 @@ class MxResult:
         return tuple(h for h in self.hosts if h.preference == best)
 
 
+@lru_cache(maxsize=65536)  # recipients' domains repeat; parsing one costs more than the rest of a lookup
 def ascii_domain(text: str) -> str | None:
     """A recipient domain as lower-case ASCII (IDN to A-labels), or None when it is not a domain name."""
     text = text.strip().rstrip(".")
