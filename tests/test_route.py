@@ -422,3 +422,55 @@ def test_trouble_window_and_cooldown(tmp_path):
     now[0] = 1166
     assert book.is_troubled("net:192.0.2.0/24") is None  # cool-down over: direct again
     assert json.loads((tmp_path / "state.json").read_text())["troubled"] == {}
+
+
+def test_internal_errors_answer_notfound_over_tcp(caplog):
+    """A lookup that fails inside answers NOTFOUND (Postfix's default route) and logs; the connection goes on."""
+    import asyncio
+
+    from smartdns.route.socketmap import SocketmapServer
+
+    async def lookup(name: str, key: str) -> str:
+        if key.startswith("boom"):
+            raise RuntimeError("a bug")
+        return "OK fine:"
+
+    async def scenario() -> list[bytes]:
+        server = SocketmapServer(lookup)
+        port = await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        replies = []
+        for key in ("boom@example.org", "ok@example.org"):
+            writer.write(netstring(f"route {key}".encode()))
+            length = int((await reader.readuntil(b":"))[:-1])
+            replies.append((await reader.readexactly(length + 1))[:-1])
+        writer.close()
+        server.close()
+        return replies
+
+    assert asyncio.run(scenario()) == [b"NOTFOUND ", b"OK fine:"]
+    assert "lookup of 'boom@example.org' failed; answering NOTFOUND" in caplog.text
+
+
+def test_relay_choice_prefers_serving_then_fastest():
+    from smartdns.config import HealthSettings
+    from smartdns.geo import Location
+    from smartdns.health import TargetState
+    from smartdns.route.relays import RelayPool, target_of
+    from smartdns.route.settings import Relay
+
+    fp = ":".join(["AB"] * 32)
+    relays = (Relay("us1", "198.51.100.1", serves=("NA",), fingerprint=fp),
+              Relay("us2", "198.51.100.2", serves=("NA",), fingerprint=fp),
+              Relay("eu", "198.51.100.3", serves=("EU",), fingerprint=fp))
+    pool = RelayPool(relays, HealthSettings())
+    pool.rtt.update({"us1": 0.120, "us2": 0.040, "eu": 0.010})
+    us = Location("NA", "US", None, None, "embedded")
+    assert pool.choose(us)[:2] == (relays[1], True)  # serves NA, and faster than us1
+    assert pool.choose(Location("AS", "JP", None, None, "embedded"))[0] == relays[2]  # nobody serves AS: fastest
+    pool.monitor.states[target_of(relays[1])] = TargetState(up=False, checked=True, reason="down")
+    assert pool.choose(us)[:2] == (relays[0], True)  # the serving relay that is up
+    for relay in relays:
+        pool.monitor.states[target_of(relay)] = TargetState(up=False, checked=True, reason="down")
+    relay, up, why = pool.choose(us)
+    assert (relay, up) == (relays[1], False) and "no relay is up" in why  # nearest configured anyway
