@@ -217,7 +217,7 @@ class HealthMonitor(HealthView):
             started = time.monotonic()
             try:
                 up, reason = await self.prober(target, settings.timeout)
-            except Exception as exc:  # noqa: BLE001 - a probe that fails oddly is a failed probe, not the end of checking
+            except Exception as exc:  # a probe that fails oddly is a failed probe, not the end of checking
                 log.exception("health: probing %s", target)
                 up, reason = False, f"{type(exc).__name__}: {exc}"
             self._record(target, up, reason)

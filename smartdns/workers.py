@@ -150,7 +150,7 @@ class Supervisor(LoadSequence[None]):
                             listener.udp.close()
                             listener.tcp.close()
                 code = _worker_process(self.config, self.overrides, self.sets[index], down_read, up_write)
-            except BaseException:  # noqa: BLE001 - whatever happens, the child must not run on as a supervisor
+            except BaseException:  # whatever happens, the child must not run on as a supervisor
                 log.exception("worker %d failed", index)
             finally:
                 os._exit(code)

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # The reference: octoDNS's validation as it ships, taken before smartdns replaces it.
-from octodns.record.dynamic import _DynamicMixin  # noqa: E402  (isort: the test imports octoDNS on purpose)
+from octodns.record.dynamic import _DynamicMixin  # the test imports octoDNS on purpose
 
 from smartdns.prefixes import PrefixSet
 
