@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import final
 
 import dns.rdatatype
 
@@ -39,6 +40,7 @@ log = logging.getLogger("smartdns.query")
 HOT_LIMIT = 30_000
 
 
+@final  # no subclasses: `type(entry) is StaticHit` is then a complete test
 class StaticHit:
     """A hot entry whose response is the same for every client: the bytes after the ID."""
 
@@ -52,6 +54,7 @@ class StaticHit:
         self.has_ecs = has_ecs
 
 
+@final
 class DynamicHit:
     """A hot entry whose response depends on the client: decisions cached, values picked per query."""
 
@@ -125,7 +128,7 @@ class Responder:
         return _with_question_of(response, data) if lowered is not data else response
 
     def _hit(self, state: State, entry: HotEntry, data: bytes, client: str, udp: bool) -> bytes | None:
-        if isinstance(entry, StaticHit):  # the common case (CPython checks the exact class first)
+        if type(entry) is StaticHit:  # the common case; as cheap as the tuple test it replaced, and mypy narrows it
             if self.counting:
                 entry.cell[0] += 1
                 if entry.has_ecs:

@@ -9,12 +9,20 @@ cache (hotcache.py) must reproduce byte for byte (tests/test_authoritative.py,
 tests/test_fastpaths.py).
 
 Threading model: the UDP threads (one per socket, server.py) and the event loop
-(TCP) both call into the current `State`. Its caches are plain dicts, touched
-only by single `get`/`__setitem__`/`clear` calls, each atomic under the GIL; a
-lost or doubled entry costs a render, never a wrong answer, because every
-cached value is a pure function of its key and of this generation's immutable
-data. `decisions` is replaced whole on a health change (never mutated in
-place by the health side), and each query reads it once.
+(TCP, reloads, health) all reach the current `State` through one `Responder`
+(hotcache.py). What they share, and why that is safe without locks:
+- the loaded data (catalog, zones: model.py) is immutable; a reload builds a new
+  `State` and swaps `Responder.state` in one assignment, and each query reads
+  that attribute once, so it sees one generation throughout;
+- the caches (`resolutions`, `rendered`, `hot_udp`/`hot_tcp`, `templates`,
+  each `Decided.responses`) are plain dicts touched only by single `get`,
+  `__setitem__` and `clear` calls, each atomic under the GIL; a lost or doubled
+  entry costs a render, never a wrong answer, because every cached value is a
+  pure function of its key and of this generation's immutable data;
+- `decisions` depends on health as well: a health change (on the event loop)
+  replaces the dict whole instead of clearing it, and each query reads it once;
+- counters are `cell[0] += 1` on lists: a lost increment under a thread switch
+  is possible and accepted (metrics, not accounting).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ on this hardware it costs less per datagram than any event loop (see
 bench/RESULTS.md). TCP (RFC 7766: 2-byte framing, several queries per
 connection, idle timeout, limits), reloads and health checks run on one asyncio
 loop (uvloop when installed). Nothing a client sends may stop either: every
-handler catches what it raises.
+handler catches what it raises. Both call the same `Responder`; what they share
+and why that is safe is the threading model in responder.py.
 """
 
 from __future__ import annotations
