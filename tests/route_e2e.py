@@ -68,7 +68,7 @@ class Run:
         try:
             body(evidence)
             ok, error = True, ""
-        except Exception:  # noqa: BLE001 - recorded; the next scenario still runs
+        except Exception:  # recorded; the next scenario still runs
             ok, error = False, traceback.format_exc()
         self.report[name] = {"ok": ok, "error": error, "seconds": round(time.monotonic() - started, 1), **evidence}
         print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - started:.1f}s)", flush=True)
@@ -99,7 +99,7 @@ def main(work: Path) -> int:
         for stop in reversed(run.stoppers):
             try:
                 stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 traceback.print_exc()
     return 0 if all(v["ok"] for v in run.report.values()) else 1
 
