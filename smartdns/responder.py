@@ -37,7 +37,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 
 from .catalog import REFUSE, Catalog, Entry, Resolution
-from .dnssec.answer import Proof, answer_entries, proof_indexes, signed_sections
+from .dnssec.answer import Proof, answer_entries, negative_proof, signed_sections
 from .dnssec.negative import authority_tail
 from .dnssec.negative import signed_negative as signed_negative_response
 from .geo import Classifier, Location
@@ -174,7 +174,7 @@ class State:
         signed = signatures.zone(zone)
         if signed is None or zone is None or (query.edns is not None and query.edns.nsid and self.nsid):
             return None
-        indexes = tuple(proof_indexes(zone, signed, query.qname, resolution.rcode, False, None, ()))
+        indexes = negative_proof(zone, signed, query.qname, resolution.rcode)
         key = (zone.wire, resolution.rcode, indexes)
         tail = self.signed_tails.get(key)
         if tail is None:

@@ -15,13 +15,13 @@ resolution:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import dns.name
 import dns.rdataset
 import dns.rdatatype
 
-from ..model import DynamicRRset, PoolValue
+from ..model import DynamicRRset, PoolValue, ZoneData
 from .zone import SignedZone, dynamic_rdataset
 
 NXDOMAIN = 3
@@ -109,36 +109,38 @@ def closest_encloser(names: frozenset[bytes], wire: bytes) -> bytes:
     return wire[at:]
 
 
-def proof_indexes(zone_data: object, signed: SignedZone, final: bytes, rcode: int, has_answer_for_final: bool,
+def negative_proof(zone_data: ZoneData, signed: SignedZone, name: bytes, rcode: int) -> tuple[int, ...]:
+    """The NSECs proving NXDOMAIN or NODATA for `name` (a lower-case wire name); for a random
+    name this is two binary searches at most (the wildcard's NSEC is kept per encloser)."""
+    chain = signed.nsec
+    if rcode == NXDOMAIN:
+        covering = chain.covering(name)
+        wildcard = signed.wildcard_covering(closest_encloser(zone_data.names, name))
+        return (covering,) if covering == wildcard else (covering, wildcard)
+    matching = chain.index.get(name)
+    if matching is not None:
+        return (matching,)  # the name exists without the type
+    covering = chain.covering(name)  # an empty non-terminal, or a name only a wildcard answers
+    if name in zone_data.names:
+        return (covering,)
+    source = chain.index.get(b"\x01*" + closest_encloser(zone_data.names, name))
+    return (covering,) if source is None or source == covering else (covering, source)
+
+
+def proof_indexes(zone_data: ZoneData, signed: SignedZone, final: bytes, rcode: int, has_answer_for_final: bool,
                   referral_cut: bytes | None, wildcard_owners: Iterable[bytes]) -> list[int]:
     """Which NSECs of `signed` a response needs (see the module docstring)."""
     chain = signed.nsec
-    names: frozenset[bytes] = zone_data.names  # type: ignore[attr-defined]
-    nodes = zone_data.nodes  # type: ignore[attr-defined]
     proof: list[int] = []
-
-    def add(index: int | None) -> None:
-        if index is not None and index not in proof:
-            proof.append(index)
-
     for owner in wildcard_owners:  # the expanded name: no closer match exists
-        add(chain.covering(owner))
+        index = chain.covering(owner)
+        if index not in proof:
+            proof.append(index)
     if referral_cut is not None:
-        add(chain.matching(referral_cut))  # no DS at the cut: its NSEC shows NS without DS
-        return proof
-    if rcode == NXDOMAIN:
-        add(chain.covering(final))
-        add(chain.covering(b"\x01*" + closest_encloser(names, final)))
-    elif not has_answer_for_final:
-        matching = chain.matching(final)
-        if matching is not None:
-            add(matching)  # the name exists without the type
-        else:
-            add(chain.covering(final))  # an empty non-terminal, or a name only a wildcard answers
-            if final not in names:
-                wildcard = b"\x01*" + closest_encloser(names, final)
-                if wildcard in nodes:
-                    add(chain.matching(wildcard))
+        cut = chain.matching(referral_cut)  # no DS at the cut: its NSEC shows NS without DS
+        return proof + [cut] if cut is not None and cut not in proof else proof
+    if rcode == NXDOMAIN or not has_answer_for_final:
+        proof += [i for i in negative_proof(zone_data, signed, final, rcode) if i not in proof]
     return proof
 
 
@@ -206,16 +208,3 @@ def answer_entries(entries: Iterable[object], chosen: Iterator[tuple[PoolValue, 
         else:
             out.append((source, (owner, source.rdataset), None))
     return out
-
-
-def negative_key(signatures: Signatures, resolution: object, qname_wire: bytes) -> tuple[int, ...] | None:
-    """The NSEC indexes a plain NXDOMAIN/NODATA needs for this name (what its response depends on)."""
-    zone_data = resolution.zone  # type: ignore[attr-defined]
-    signed = signatures.zone(zone_data)
-    if signed is None:
-        return None
-    return tuple(proof_indexes(zone_data, signed, qname_wire, resolution.rcode, False, None, ()))  # type: ignore[attr-defined]
-
-
-def zone_map(pairs: Mapping[object, SignedZone]) -> Signatures:
-    return Signatures(pairs.items())

@@ -26,12 +26,13 @@ def sort_key(wire: bytes) -> SortKey:
     """RFC 4034 6.1 canonical order for a lower-case wire name: labels compared from the root."""
     labels = []
     at = 0
-    while wire[at]:
+    length = wire[0]
+    while length:
+        end = at + 1 + length
+        labels.append(wire[at + 1:end])
+        at = end
         length = wire[at]
-        labels.append(wire[at + 1:at + 1 + length])
-        at += length + 1
-    labels.reverse()
-    return tuple(labels)
+    return tuple(reversed(labels))
 
 
 def wire_of(name: dns.name.Name) -> bytes:

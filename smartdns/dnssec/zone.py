@@ -117,6 +117,14 @@ class SignedZone:
         self.static: dict[int, dns.rdataset.Rdataset] = {}  # id(rdataset) -> its RRSIGs
         self.by_type: dict[tuple[bytes, int], dns.rdataset.Rdataset] = {}  # (owner, type) -> RRSIGs
         self.dynamic: dict[int, DynamicSignatures] = {}  # id(DynamicRRset) -> its variants' RRSIGs
+        self.wildcard_cover: dict[bytes, int] = {}  # closest encloser -> NSEC covering its wildcard (existing names only)
+
+    def wildcard_covering(self, encloser: bytes) -> int:
+        """The NSEC covering `*.encloser` (the same for every random name below it: kept)."""
+        index = self.wildcard_cover.get(encloser)
+        if index is None:
+            index = self.wildcard_cover[encloser] = self.nsec.covering(b"\x01*" + encloser)
+        return index
 
     @property
     def window(self) -> Window:
