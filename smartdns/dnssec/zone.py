@@ -188,6 +188,7 @@ def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]
                 signed.by_type[(key, rdtype)] = sigs
     for owner, rdataset in zip(nsec.owners, nsec.rdatasets):
         signed.nsec_sigs.append(signer.sign(owner, rdataset))
+    signer.finish()
     return new_nodes, signed
 
 
