@@ -108,6 +108,10 @@ class Catalog:
                 break
         else:
             return REFUSE
+        if qtype == dns.rdatatype.NSEC and zone.dnssec is not None:
+            own = zone.dnssec.nsec_rrset(qname)  # a name's NSEC, asked for by type (RFC 4035 3.1.4 names it data)
+            if own is not None:
+                return Resolution(NOERROR, True, zone, (Entry(own[0], StaticRRset(own[1])),))
         if index == 0 or qtype in (dns.rdatatype.ANY, dns.rdatatype.DS):
             return self.resolve(dns.name.from_wire(qname, 0)[0], qtype)  # the apex, or a special type
         nodes = zone.nodes

@@ -232,6 +232,18 @@ def test_nodata_shows_the_type_bitmap(signed):
         validated(signed, response)
 
 
+def test_nsec_asked_for_by_type(signed):
+    response = ask(signed, "mx.example.com", "NSEC")
+    (nsec,) = [r for r in response.answer if r.rdtype == dns.rdatatype.NSEC]
+    assert nsec.name == dns.name.from_text("mx.example.com.") and types_at(nsec) == {"A", "AAAA", "RRSIG", "NSEC"}
+    assert not response.authority
+    validated(signed, response)
+    assert signed.query("mx.example.com", "NSEC").answer  # without DO too, as any type asked for
+    ent = ask(signed, "ent.example.com", "NSEC")  # no NSEC of its own: NODATA, proven
+    assert not ent.answer and nsecs(ent)
+    validated(signed, ent)
+
+
 def test_empty_non_terminal_nodata(signed):
     for ent in ("ent.example.com.", "b.ent.example.com."):
         response = ask(signed, ent, "A")

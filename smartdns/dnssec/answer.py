@@ -166,7 +166,8 @@ def signed_sections(signatures: Signatures, resolution: object, qname: dns.name.
     for source, (owner, rdataset), _ in answer:
         owner_wire = _wire(owner)
         node = zone_data.nodes.get(owner_wire)
-        loaded = (id(source) in signatures.dynamic) or (id(rdataset) in signatures.static)
+        loaded = (id(source) in signatures.dynamic) or (id(rdataset) in signatures.static
+                                                         and rdataset.rdtype != dns.rdatatype.NSEC)
         if loaded and _in_zone(owner_wire, zone_data) and (node is None or node.get(rdataset.rdtype) is not source):
             wildcards.append(owner_wire)  # synthesized from a wildcard: prove the name itself is absent
         if owner_wire == final and (rdataset.rdtype == qtype or qtype == dns.rdatatype.ANY):

@@ -68,7 +68,7 @@ class NsecChain:
         self.keys: list[SortKey] = [sort_key(k) for k in owners]
         self.owners: list[dns.name.Name] = [dns.name.from_wire(k, 0)[0] for k in owners]
         self.index: dict[bytes, int] = {k: i for i, k in enumerate(owners)}
-        self.rdatasets: list[dns.rdataset.Rdataset] = []
+        self.rdatasets: list[dns.rdataset.ImmutableRdataset] = []
         for i, key in enumerate(owners):
             types = set(types_at[key])
             if key != origin_wire and dns.rdatatype.NS in types:
@@ -78,7 +78,7 @@ class NsecChain:
             windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(sorted(dns.rdatatype.RdataType.make(t) for t in types))
             rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.NSEC, ttl=ttl)
             rdataset.add(dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, next_name, windows))
-            self.rdatasets.append(rdataset)
+            self.rdatasets.append(dns.rdataset.ImmutableRdataset(rdataset))
 
     def __len__(self) -> int:
         return len(self.owners)

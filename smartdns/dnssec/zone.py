@@ -119,6 +119,10 @@ class SignedZone:
         self.dynamic: dict[int, DynamicSignatures] = {}  # id(DynamicRRset) -> its variants' RRSIGs
         self.wildcard_cover: dict[bytes, int] = {}  # closest encloser -> NSEC covering its wildcard (existing names only)
 
+    def nsec_rrset(self, wire: bytes) -> tuple[dns.name.Name, dns.rdataset.ImmutableRdataset] | None:
+        index = self.nsec.matching(wire)
+        return None if index is None else (self.nsec.owners[index], self.nsec.rdatasets[index])
+
     def wildcard_covering(self, encloser: bytes) -> int:
         """The NSEC covering `*.encloser` (the same for every random name below it: kept)."""
         index = self.wildcard_cover.get(encloser)
@@ -188,6 +192,7 @@ def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]
                 signed.by_type[(key, rdtype)] = sigs
     for owner, rdataset in zip(nsec.owners, nsec.rdatasets):
         signed.nsec_sigs.append(signer.sign(owner, rdataset))
+        signed.static[id(rdataset)] = signed.nsec_sigs[-1]  # for an NSEC asked for by type
     signer.finish()
     return new_nodes, signed
 
