@@ -247,7 +247,8 @@ def test_slow_dns_gets_the_default_answer_at_once(world, tmp_path):
         client = SocketmapClient(route.port)
         started = time.monotonic()
         reply = client.lookup("user@far.dest.test")
-        assert time.monotonic() - started < 1.0
+        # answered while the lookup still runs: it gives up only after 8 s (not a speed test: bench/ has those)
+        assert time.monotonic() - started < 5.0
         assert reply.startswith("OK smartdns-direct-")  # not known yet: direct, with a relay behind it
         assert client.lookup("user@home.dest.test").startswith("OK smartdns-direct-")
         client.close()
