@@ -11,6 +11,7 @@ from pathlib import Path
 import dns.dnssec
 import dns.name
 import dns.rrset
+import pytest
 
 from conftest import EXAMPLE_ZONES
 from smartdns.dnssec import keys
@@ -30,6 +31,7 @@ def workdir_with_zone(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_keygen_ds_status(tmp_path: Path) -> None:
     work = workdir_with_zone(tmp_path)
     made = run(work, "dnssec", "keygen", "example.com", "--config", "smartdns.yaml")
@@ -52,6 +54,7 @@ def test_ed25519_keygen(tmp_path: Path) -> None:
     assert [k.algorithm for k in keys.load(work / "keys", ZONE)[0]] == [15]
 
 
+@pytest.mark.slow
 def test_rollover_timings_follow_rfc7583(tmp_path: Path) -> None:
     work = workdir_with_zone(tmp_path)
     run(work, "dnssec", "keygen", "example.com", "--config", "smartdns.yaml")
@@ -72,6 +75,7 @@ def test_rollover_timings_follow_rfc7583(tmp_path: Path) -> None:
     assert busy.returncode == 2 and "already under way" in busy.stderr
 
 
+@pytest.mark.slow
 def test_check_names_missing_and_mismatched_key_files(tmp_path: Path) -> None:
     work = workdir_with_zone(tmp_path)
     run(work, "dnssec", "keygen", "example.com", "--config", "smartdns.yaml")

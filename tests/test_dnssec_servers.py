@@ -29,6 +29,7 @@ def rrsigs(server: SmartDNS, name: str, rdtype: str) -> list[bytes]:
                   for r in rrset)
 
 
+@pytest.mark.slow
 def test_two_servers_and_a_restart_sign_byte_identically(tmp_path: Path) -> None:
     keys.generate(ZONE, 13, tmp_path / "keys")
     servers = []
@@ -143,6 +144,7 @@ def test_rollover_with_short_timings_never_fails_validation(tmp_path: Path) -> N
         server.stop()
 
 
+@pytest.mark.slow
 def test_workers_serve_signed_answers(tmp_path: Path) -> None:
     key = keys.generate(ZONE, 13, tmp_path / "keys")
     server = SmartDNS(tmp_path, copy_example=True, config={"dnssec": {"keys": "keys"}}, args=("--workers", "2"))
