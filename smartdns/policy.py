@@ -98,9 +98,10 @@ class Picker:
     shuffle, i.e. weighted sampling without replacement, `count` deep.
     """
 
-    __slots__ = ("values", "count", "cum", "total", "fixed")
+    __slots__ = ("values", "count", "cum", "total", "fixed", "rng")
 
-    def __init__(self, values: tuple[PoolValue, ...], count: int) -> None:
+    def __init__(self, values: tuple[PoolValue, ...], count: int, rng: random.Random) -> None:
+        self.rng = rng  # the answering State's: a test seeds its own, never a module's
         self.values = values
         self.count = min(count, len(values))
         self.cum = list(accumulate(v.weight for v in values))
@@ -111,21 +112,18 @@ class Picker:
         if self.fixed is not None:
             return self.fixed
         if self.count == 1:
-            return (bisect_right(self.cum, _rng.random() * self.total),)
+            return (bisect_right(self.cum, self.rng.random() * self.total),)
         remaining = list(range(len(self.values)))
         chosen: list[int] = []
         while len(chosen) < self.count:
             weights = [self.values[i].weight for i in remaining]
-            index = _rng.choices(remaining, weights=weights)[0]
+            index = self.rng.choices(remaining, weights=weights)[0]
             chosen.append(index)
             remaining.remove(index)
         return tuple(chosen)
 
     def chosen(self, draw: tuple[int, ...]) -> tuple[PoolValue, ...]:
         return tuple(self.values[i] for i in draw)
-
-
-_rng = random.Random()
 
 
 def scope_prefix(record_subnets: PrefixSet, address: Address, location_prefix: int | None, source_prefix: int) -> int:

@@ -27,6 +27,7 @@ Threading model: the UDP threads (one per socket, server.py) and the event loop
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
@@ -73,6 +74,7 @@ class State:
     ecs: bool = True
     server_id: str | None = None  # NSID and CHAOS id.server; None: not answered
     is_up: IsUp = static_status
+    rng: random.Random = field(default_factory=random.Random)  # weighted picks (tests seed their own)
     resolutions: dict[tuple[bytes, dns.rdatatype.RdataType], Resolution] = field(default_factory=dict)
     rendered: dict[RenderKey, Rendered] = field(default_factory=dict)
     hot_udp: dict[bytes, HotEntry] = field(default_factory=dict)  # query bytes after the ID -> entry (hotcache.py)
@@ -128,7 +130,7 @@ class State:
             if not isinstance(record, DynamicRRset):
                 continue
             decision = decide(record, address, locate, self.is_up)
-            pickers.append(Picker(decision.candidates, record.max_answers))
+            pickers.append(Picker(decision.candidates, record.max_answers, self.rng))
             keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))

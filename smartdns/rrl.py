@@ -15,6 +15,7 @@ import ipaddress
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .config import RrlSettings
 from .wire import TC
@@ -31,6 +32,7 @@ class RateLimiter:
     dropped: int = 0  # over the limit so far: every `slip`-th one slips
     buckets: dict[Bucket, list[float]] = field(default_factory=dict)  # key -> [tokens, last refill]
     networks: dict[str, str | None] = field(default_factory=dict)  # client -> its network (None: exempt)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # seconds; tests give their own
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -63,7 +65,7 @@ class RateLimiter:
             return response
         key = (network, category, name if category != CATEGORY_ERROR else b"")
         rate = self.rates[category]
-        now = time.monotonic()
+        now = self.clock()
         bucket = self.buckets.get(key)
         if bucket is None:
             if len(self.buckets) >= self.settings.table_size:

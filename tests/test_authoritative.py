@@ -64,7 +64,6 @@ from conftest import (
     read_frame,
     start_authoritative,
 )
-from smartdns import policy
 from smartdns.hotcache import Responder
 from smartdns.wire import Malformed, fast_parse, full_parse
 
@@ -877,13 +876,13 @@ def test_item15_fast_path_and_full_path_agree(fast_full, data, client, udp):
     assert fast == full, data.hex()
     # two responders with separate caches: one only ever sees fast-parsed queries, the other full-parsed;
     # the weighted pick is random, so both draw from the same seed
-    policy._rng.seed(7)
+    full_responder.state.rng.seed(7)
     reference = full_responder.answer(full, client, udp)
-    policy._rng.seed(7)
+    fast_responder.state.rng.seed(7)
     assert fast_responder.answer(fast, client, udp) == reference, data.hex()
     # and the hot path (whole responses kept under the query's bytes) gives the same bytes, first time and cached
     for _ in range(2):
-        policy._rng.seed(7)
+        fast_responder.state.rng.seed(7)
         assert fast_responder.respond(data, client, udp) == reference, data.hex()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from smartdns import rrl
 from smartdns.config import RrlSettings
 from smartdns.rrl import CATEGORY_ANSWER, CATEGORY_ERROR, CATEGORY_NXDOMAIN, RateLimiter, truncated
 from smartdns.wire import TC
@@ -14,18 +13,16 @@ RESPONSE = bytes.fromhex("1234 8500 0001 0001 0000 0000") + b"\x03www\x07example
 
 
 @pytest.fixture
-def clock(monkeypatch) -> list[float]:
-    now = [1000.0]
-    monkeypatch.setattr(rrl.time, "monotonic", lambda: now[0])
-    return now
+def clock() -> list[float]:
+    return [1000.0]  # seconds; a test moves it forward itself
 
 
-def limiter(**settings) -> RateLimiter:
-    return RateLimiter(RrlSettings(**{"responses_per_second": 5, "slip": 0, **settings}))
+def limiter(clock: list[float], **settings) -> RateLimiter:
+    return RateLimiter(RrlSettings(**{"responses_per_second": 5, "slip": 0, **settings}), clock=lambda: clock[0])
 
 
 def test_a_network_gets_its_rate_then_nothing_until_tokens_refill(clock):
-    limits = limiter()
+    limits = limiter(clock)
     sent = [limits.filter(RESPONSE, "198.51.100.7", CATEGORY_ANSWER, b"www") for _ in range(10)]
     assert sent.count(RESPONSE) == 5 and sent.count(None) == 5
     clock[0] += 0.2  # one token back at 5 per second
@@ -34,7 +31,7 @@ def test_a_network_gets_its_rate_then_nothing_until_tokens_refill(clock):
 
 
 def test_buckets_are_per_network_name_and_category(clock):
-    limits = limiter()
+    limits = limiter(clock)
     for _ in range(5):
         limits.filter(RESPONSE, "198.51.100.7", CATEGORY_ANSWER, b"www")
     assert limits.filter(RESPONSE, "198.51.100.8", CATEGORY_ANSWER, b"www") is None  # the same /24
@@ -44,20 +41,20 @@ def test_buckets_are_per_network_name_and_category(clock):
 
 
 def test_errors_count_per_network_whatever_the_name(clock):
-    limits = limiter(errors_per_second=1)
+    limits = limiter(clock, errors_per_second=1)
     assert limits.filter(RESPONSE, "198.51.100.7", CATEGORY_ERROR, b"a") == RESPONSE
     assert limits.filter(RESPONSE, "198.51.100.7", CATEGORY_ERROR, b"b") is None
 
 
 def test_every_slip_th_limited_response_goes_out_truncated(clock):
-    limits = limiter(responses_per_second=1, slip=2)
+    limits = limiter(clock, responses_per_second=1, slip=2)
     out = [limits.filter(RESPONSE, "198.51.100.7", CATEGORY_ANSWER, b"www") for _ in range(5)]
     assert out[0] == RESPONSE
     assert out[1:] == [None, truncated(RESPONSE), None, truncated(RESPONSE)]
 
 
 def test_loopback_and_exempt_networks_are_never_limited(clock):
-    limits = limiter(exempt=("127.0.0.0/8", "192.0.2.0/24"))
+    limits = limiter(clock, exempt=("127.0.0.0/8", "192.0.2.0/24"))
     for client in ("127.0.0.1", "192.0.2.9"):
         assert all(limits.filter(RESPONSE, client, CATEGORY_ANSWER, b"www") == RESPONSE for _ in range(20))
 
