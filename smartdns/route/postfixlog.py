@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smartdns.route")
 
 POLL = 0.5  # seconds between looks at the log file
+CHUNK = 65_536  # characters read (and learned from) between two looks at the socketmap
 MAX_LINE = 16_384  # a longer "line" is cut (and is no Postfix line we learn from)
 MAX_MESSAGES = 20_000  # queue IDs remembered
 RETRIES_PER_SECOND = 5.0  # `postqueue -i` runs, at most
@@ -80,15 +81,17 @@ class LogWatcher:
         file: TextIO | None = None
         inode = None
         pending = ""
+        last_error = ""
         while True:
             try:
                 if file is None:
                     file, inode = self._open(at_end=inode is None)
                     pending = ""
                 if file is not None:
-                    chunk = file.read(1 << 20)
+                    chunk = file.read(CHUNK)
                     if chunk:
                         pending = self._consume(pending + chunk)
+                        await asyncio.sleep(0)  # a busy log must not hold up Postfix's lookups
                         continue  # more may be waiting
                     rotated = self._rotated(file, inode)
                     if rotated:
@@ -96,7 +99,9 @@ class LogWatcher:
                         file, inode = None, -1  # -1: the next file is read from its start
                         continue
             except OSError as exc:
-                log.error("route: reading %s: %s", self.path, exc)
+                if str(exc) != last_error:  # once per distinct error, not every poll
+                    log.error("route: reading %s: %s (no trouble is learned meanwhile)", self.path, exc)
+                    last_error = str(exc)
                 if file is not None:
                     file.close()
                 file = None
