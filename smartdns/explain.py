@@ -52,8 +52,8 @@ def explain(config: Config, address_text: str, name: str | None, rtype: str | No
     classifier = Classifier(config.geodb, CONTINENT_OF)
     location = classifier.locate(str(address))
     if subnet is not None and not want_scope:
-        print(f"ECS {ecs} says nothing about the client (prefix 0 or not a global address): "
-              f"the resolver decides, and the answer carries SCOPE 0")
+        print(f"ECS {ecs} says nothing about the client (prefix 0 or not a global address): the resolver "
+              f"decides, and an answer that depends on it carries SCOPE /{subnet.source} (this client subnet only)")
     print(f"client {address}" + (f" (ECS {ecs} via resolver {address_text})" if want_scope else ""))
     print(f"location: {_describe(location)}")
     targets = _explain_targets(catalog, name, rtype)
@@ -78,7 +78,8 @@ def explain(config: Config, address_text: str, name: str | None, rtype: str | No
                 print(f"  {entry_owner} {kind}: no rule matched -> {decision.pool} values")
             print("    answer: " + " ".join(v.text for v in decision.candidates))
             if subnet is not None:
-                scope = scope_prefix(source.subnets(), address, location.prefixlen, source_prefix) if want_scope else 0
+                scope = (scope_prefix(source.subnets(), address, location.prefixlen, source_prefix) if want_scope
+                         else subnet.source)  # as the server: the resolver decided, for this client subnet only
                 print(f"    ecs scope: /{scope}")
     return 0
 

@@ -118,7 +118,8 @@ class State:
 
     def decided(self, query: Query, resolution: Resolution, client: str) -> Decided:
         """What this client gets from each dynamic RRset, and the ECS scope of that choice."""
-        address, source_prefix, want_scope = client_for(self.client_subnet(query), client)
+        ecs = self.client_subnet(query)
+        address, source_prefix, want_scope = client_for(ecs, client)
         classifier = self.classifier
         text = str(address)
         locate: Callable[[], Location] = lambda: classifier.locate(text)  # noqa: E731
@@ -134,6 +135,11 @@ class State:
             keys.append((zone, record.name or "@", decision.pool))
             if want_scope:
                 scope = max(scope, scope_prefix(record.subnets(), address, locate().prefixlen, source_prefix))
+        if pickers and not want_scope and ecs is not None:
+            # An ECS address we cannot use (private, loopback, CGNAT): the resolver decided, so the answer
+            # holds for this client subnet only. SCOPE 0 would tell a caching resolver "valid for every
+            # client" and it would hand this answer to all its ECS clients (RFC 7871 7.2.1).
+            scope = ecs.source
         return Decided(tuple(pickers), scope, tuple(keys))
 
     def materialize(self, query: Query, resolution: Resolution, choice: Choice, scope: int, udp: bool) -> bytes:

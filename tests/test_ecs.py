@@ -55,13 +55,55 @@ def test_answer_independent_of_client_has_scope_zero(server):
     assert nx.rcode() == dns.rcode.NXDOMAIN and ecs_of(nx).scopelen == 0
 
 
-@pytest.mark.parametrize("prefix,srclen", [("0.0.0.0", 0), ("10.1.2.0", 24), ("192.168.0.0", 16), ("fe80::", 64)])
-def test_unusable_ecs_falls_back_to_resolver_and_echoes_scope_zero(smartdns, geo_mmdb, prefix, srclen):
+@pytest.mark.parametrize("prefix,srclen", [("0.0.0.0", 0), ("10.1.2.0", 24), ("192.168.0.0", 16), ("fe80::", 64),
+                                           ("100.64.1.0", 24), ("127.0.0.0", 8)])
+def test_unusable_ecs_falls_back_to_resolver_and_scopes_the_answer_to_the_source_prefix(smartdns, geo_mmdb, prefix,
+                                                                                         srclen):
+    """The resolver decided, so the answer holds for this client subnet only: SCOPE = SOURCE PREFIX (never a
+    false 0, which a caching resolver would serve to all its clients); 0 only where the source prefix is 0."""
     server = smartdns(copy_example=True, config={"geodb": [str(geo_mmdb)]})
     # The resolver 127.0.0.2 is CN in the test database: its address decides.
-    response = ask(server, options=[dns.edns.ECSOption(prefix, srclen)], source="127.0.0.2")
-    assert addresses(response) == DOMESTIC_A
-    assert ecs_of(response).scopelen == 0 and ecs_of(response).srclen == srclen
+    for tcp in (False, True):
+        response = ask(server, options=[dns.edns.ECSOption(prefix, srclen)], source="127.0.0.2", tcp=tcp)
+        assert addresses(response) == DOMESTIC_A
+        assert ecs_of(response).scopelen == srclen and ecs_of(response).srclen == srclen
+        mx = ask(server, "example.com", "MX", [dns.edns.ECSOption(prefix, srclen)], source="127.0.0.2", tcp=tcp)
+        assert addresses(mx, "additional") >= DOMESTIC_A and ecs_of(mx).scopelen == srclen
+    # an answer that depends on nobody stays SCOPE 0
+    static = ask(server, "ns1.example.com", "A", [dns.edns.ECSOption(prefix, srclen)], source="127.0.0.2")
+    assert ecs_of(static).scopelen == 0
+
+
+@pytest.mark.slow
+def test_a_caching_resolver_keeps_cgnat_and_domestic_clients_apart(tmp_path):
+    """Real Unbound with its ECS cache (subnetcache) in front of smartdns, in a namespace with only loopback.
+
+    A carrier-grade-NAT client (100.64.1.0/24, unusable: the resolver's address decides, here the catch-all)
+    asks first; a Chinese client (1.0.1.0/24) through the same resolver must still get the domestic answer,
+    not the first answer from the resolver's cache."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and ip for a network namespace with only loopback")
+    if shutil.which("unbound") is None:
+        pytest.skip("unbound not installed (Debian package unbound)")
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("this system does not allow network namespaces")
+    result = subprocess.run(["unshare", "-n", sys.executable, str(REPO / "tests" / "ecs_resolver_scenario.py"),
+                             str(tmp_path), "100.64.1.0/24", "1.0.1.0/24", "8.8.8.0/24"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    import json
+
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["direct_scopes"] == {"100.64.1.0/24": [24], "1.0.1.0/24": [24], "8.8.8.0/24": [24]}
+    cgnat, china, usa = seen["through_unbound"]
+    assert set(cgnat["answer"]) <= OVERSEAS_A and cgnat["answer"]  # the resolver (unknown) took the catch-all
+    assert set(china["answer"]) == DOMESTIC_A, seen
+    assert set(usa["answer"]) <= OVERSEAS_A and usa["answer"]
 
 
 def test_scope_is_the_database_block(smartdns, tmp_path):
