@@ -81,6 +81,10 @@ class Classifier:
         """Classify an IPv4 or IPv6 address given as text; invalid text gives UNKNOWN."""
         return self._cache(address)
 
+    def cached(self) -> int:
+        """Addresses in the lookup cache (for the debug log)."""
+        return self._cache.cache_info().currsize
+
     def close(self) -> None:
         for db in self._dbs:
             db.reader.close()

@@ -220,6 +220,7 @@ class HealthMonitor(HealthView):
             except Exception as exc:  # a probe that fails oddly is a failed probe, not the end of checking
                 log.exception("health: probing %s", target)
                 up, reason = False, f"{type(exc).__name__}: {exc}"
+            log.debug("health: %s probed: %s (%s)", target, "up" if up else "down", reason)
             self._record(target, up, reason)
             await asyncio.sleep(max(0.0, settings.interval - (time.monotonic() - started)))
 

@@ -141,13 +141,15 @@ async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitab
             log.exception("reload failed")
 
 
-def report(result: LoadResult) -> None:
+def report(result: LoadResult, quiet: bool = False) -> None:
+    """Log what a load found; `quiet`: at debug level only (a worker, whose supervisor says it once)."""
+    error, warning = (logging.DEBUG, logging.DEBUG) if quiet else (logging.ERROR, logging.WARNING)
     for problem in result.problems:
-        log.error("zone error: %s", problem)
-    for warning in result.warnings:
-        log.warning("zone warning: %s", warning)
+        log.log(error, "zone error: %s", problem)
+    for warning_text in result.warnings:
+        log.log(warning, "zone warning: %s", warning_text)
     for path in result.kept:
-        log.error("zone %s: serving its last good version", path)
+        log.log(error, "zone %s: serving its last good version", path)
 
 
 def dynamic_records(zones: Mapping[str, ZoneData]) -> list[DynamicRRset]:
@@ -183,8 +185,11 @@ class LoadSequence(Generic[Prepared]):
     watcher at once go one after the other, never crossed.
     """
 
-    def __init__(self, config: Config, overrides: dict[str, Any], status: ServerStatus, health: HealthView) -> None:
+    def __init__(self, config: Config, overrides: dict[str, Any], status: ServerStatus, health: HealthView,
+                 announces: bool = True) -> None:
         self.config = config
+        # False in a worker: its supervisor logs loads, reloads and zone errors once for all of them
+        self.announces = announces
         self.overrides = overrides  # command-line flags: they stay in force over the file on reload
         self.status = status
         self.health = health
@@ -214,17 +219,24 @@ class LoadSequence(Generic[Prepared]):
             try:
                 await self._load(config, reason, sign_at)
             except GeoDatabaseError as exc:
-                log.error("reload (%s) failed, keeping the running data: %s", reason, exc)
+                log.log(logging.ERROR if self.announces else logging.DEBUG,
+                        "reload (%s) failed, keeping the running data: %s", reason, exc)
 
     async def _load(self, config: Config, reason: str | None, sign_at: float | None = None) -> LoadResult:
+        started = time.perf_counter()
         self.sign_at = sign_at
         try:
             prepared, result = await asyncio.to_thread(self.prepare, config)
         finally:
             self.sign_at = None
+        loading = time.perf_counter() - started
         if sign_at is not None:
             await asyncio.sleep(max(0.0, sign_at - time.time()))  # the old data stays valid until then
+        swap_started = time.perf_counter()
         self.apply(config, prepared, result, reason is None)
+        log.debug("%s took %.3fs: loading %.3fs, swap %.3fs (%d zones, %d problems)",
+                  "load" if reason is None else f"reload ({reason})", time.perf_counter() - started,
+                  loading, time.perf_counter() - swap_started, len(result.zones), len(result.problems))
         self.config = config
         self.zones = dict(result.zones)
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),

@@ -85,6 +85,11 @@ class State:
     # (zone, rcode, NSEC indexes) -> the authority records of a signed negative answer, and their count
     signed_tails: dict[tuple[bytes, int, tuple[int, ...]], tuple[bytes, int]] = field(default_factory=dict)
 
+    def cache_sizes(self) -> str:
+        """What this generation cached, for the debug log: sizes show a flood or a cache that never fills."""
+        return (f"hot udp {len(self.hot_udp)}, hot tcp {len(self.hot_tcp)}, decisions {len(self.decisions)}, "
+                f"negative {len(self.templates)}, rendered {len(self.rendered)}, geo {self.classifier.cached()}")
+
     @property
     def nsid(self) -> bytes | None:
         return self.server_id.encode() if self.server_id else None

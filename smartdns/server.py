@@ -51,9 +51,10 @@ CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that
 
 
 def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
-                is_up: IsUp = static_status, sign_at: float | None = None) -> tuple[State, LoadResult]:
+                is_up: IsUp = static_status, sign_at: float | None = None,
+                quiet: bool = False) -> tuple[State, LoadResult]:
     result = load_all(config, previous, sign_at)
-    report(result)
+    report(result, quiet)
     classifier = Classifier(config.geodb, CONTINENT_OF)
     return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up), result
 
@@ -63,6 +64,14 @@ class Listener:
     address: ListenAddress  # with the port actually bound
     udp: socket.socket
     tcp: socket.socket
+
+
+def log_loaded(result: LoadResult, reason: str | None, level: int = logging.INFO) -> None:
+    zones = len(result.zones)
+    if reason is None:
+        log.log(level, "loaded %d zones (%d records)", zones, sum(z.record_count for z in result.zones.values()))
+    else:
+        log.log(level, "reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
 
 
 def bind_listeners(addresses: tuple[ListenAddress, ...], copies: int = 1) -> list[list[Listener]]:
@@ -126,8 +135,8 @@ class Server(LoadSequence[State]):
 
     def __init__(self, config: Config, listeners: list[Listener], health: HealthView,
                  overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None,
-                 metrics: bool = True, share: float = 1.0) -> None:
-        super().__init__(config, overrides or {}, ServerStatus(), health)
+                 metrics: bool = True, share: float = 1.0, announces: bool = True) -> None:
+        super().__init__(config, overrides or {}, ServerStatus(), health, announces)
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
         self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
@@ -232,7 +241,7 @@ class Server(LoadSequence[State]):
         return RateLimiter(replace(settings, **{k: v * self.share for k, v in rates.items() if v is not None}))
 
     def prepare(self, config: Config) -> tuple[State, LoadResult]:
-        return build_state(config, self.zones, self.health.is_up, self.sign_at)
+        return build_state(config, self.zones, self.health.is_up, self.sign_at, quiet=not self.announces)
 
     def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:
         if first:
@@ -241,6 +250,7 @@ class Server(LoadSequence[State]):
             self.health.on_change.append(self.responder.health_changed)
             return
         old = self.responder.state
+        log.debug("caches of the replaced data: %s", old.cache_sizes())
         if config.rrl != self.config.rrl:
             self.responder.rrl = self.rate_limiter(config)
         self.responder.query_log = config.query_log_sample
@@ -249,11 +259,7 @@ class Server(LoadSequence[State]):
         asyncio.get_running_loop().call_later(CLOSE_DELAY, old.classifier.close)
 
     def loaded(self, result: LoadResult, reason: str | None) -> None:
-        zones = len(result.zones)
-        if reason is None:
-            log.info("loaded %d zones (%d records)", zones, sum(z.record_count for z in result.zones.values()))
-        else:
-            log.info("reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
+        log_loaded(result, reason, logging.INFO if self.announces else logging.DEBUG)
 
     async def resign(self) -> None:
         """Sign again before a signing window rolls over or a key changes state: the new generation

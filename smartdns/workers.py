@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from .config import Config
 from .health import HealthMonitor, HealthView, decode_down, encode_down
+from .logs import tag_worker
 from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
 from .reload import LoadResult, LoadSequence, load_all, watch, watched_files
@@ -149,7 +150,11 @@ class Supervisor(LoadSequence[None]):
                         for listener in listeners:
                             listener.udp.close()
                             listener.tcp.close()
-                code = _worker_process(self.config, self.overrides, self.sets[index], down_read, up_write)
+                tag_worker(index)  # every line this process logs from now on says which worker
+                # worker 0 speaks for all of them about loads, reloads and zone errors (each loads and signs
+                # the same files); the others log those at debug level, the supervisor not at all
+                code = _worker_process(self.config, self.overrides, self.sets[index], down_read, up_write,
+                                       announces=index == 0)
             except BaseException:  # whatever happens, the child must not run on as a supervisor
                 log.exception("worker %d failed", index)
             finally:
@@ -260,7 +265,7 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[Listener], down_fd: int,
-                    up_fd: int) -> int:
+                    up_fd: int, announces: bool = True) -> int:
     """Runs in the forked child: its own loop, its own data, health from the supervisor."""
     signal.set_wakeup_fd(-1)  # the supervisor's loop owned it
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -269,7 +274,7 @@ def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[L
     up = os.fdopen(up_fd, "w", buffering=1)
     view = HealthView()
     server = Server(config, listeners, view, overrides, lambda: print("ready", file=up, flush=True), metrics=False,
-                    share=1 / worker_count(config))
+                    share=1 / worker_count(config), announces=announces)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
