@@ -27,6 +27,8 @@ RULE_KEYS = frozenset({"geos", "pool", "subnets"})
 HEALTHCHECK_KEYS = frozenset({"host", "path", "port", "protocol"})
 SMARTDNS_KEYS = frozenset({"max_answers", "healthcheck"})
 HEALTH_PROTOCOLS = frozenset({"TCP", "HTTP", "HTTPS", "SMTP"})
+# types whose values name a host: the field holding it in a mapping value ("" for plain string values)
+TARGET_FIELDS = {"MX": "exchange", "SRV": "target", "NS": "", "CNAME": "", "DNAME": "", "PTR": ""}
 
 
 def record_shape(entry: LineDict) -> Iterable[tuple[str, int]]:
@@ -45,6 +47,7 @@ def record_shape(entry: LineDict) -> Iterable[tuple[str, int]]:
         ttl = entry["ttl"]
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL:
             yield f"ttl must be an integer from 0 to {MAX_TTL}, got {ttl!r}", entry.line_of("ttl")
+    yield from _target_dots(entry, rtype)
     dynamic = entry.get("dynamic")
     if dynamic is not None:
         if rtype not in DYNAMIC_TYPES:
@@ -72,6 +75,36 @@ def record_shape(entry: LineDict) -> Iterable[tuple[str, int]]:
                 if "healthcheck" in ours:
                     yield from _healthcheck_shape(ours["healthcheck"], ours.line_of("healthcheck"),
                                                   "octodns.smartdns.healthcheck")
+
+
+def _target_dots(entry: LineDict, rtype: str) -> Iterable[tuple[str, int]]:
+    """Targets must be absolute: `mx.example.com` without its dot would be served as
+    `mx.example.com.example.com.` and mail would silently go nowhere."""
+    field = TARGET_FIELDS.get(rtype)
+    if field is None:
+        return
+    places: list[tuple[Any, int]] = []  # (value as written, line)
+    for key in ("value", "values"):
+        if key not in entry:
+            continue
+        written = entry[key]
+        line = entry.line_of(key)
+        for item in written if isinstance(written, list) else [written]:
+            places.append((item, getattr(item, "line", line)))
+    pools = entry.get("dynamic", {}).get("pools") if isinstance(entry.get("dynamic"), LineDict) else None
+    for pool in pools.values() if isinstance(pools, LineDict) else ():
+        for value in pool.get("values") or [] if isinstance(pool, LineDict) else ():
+            if isinstance(value, LineDict) and "value" in value:
+                places.append((value["value"], value.line_of("value")))
+    for item, line in places:
+        target, what = item, "value"
+        if field and isinstance(item, LineDict):
+            target = item.get(field, item.get("value"))
+            what = field
+            line = item.line_of(field) if field in item else line
+        if not isinstance(target, str) or not target or target.endswith(".") or "{" in target:
+            continue  # other shapes are octoDNS's to reject
+        yield f"{rtype} {what} {target!r} missing trailing dot: write {target}.", line
 
 
 def absolute_name_reason(name: str, origin: dns.name.Name) -> str:

@@ -182,6 +182,27 @@ CASES = [
          "unknown octodns.smartdns key 'max_answer'"),
     Case("max-answers-0", a_record("  octodns:\n    smartdns:\n      max_answers: 0\n"), 9, "www A",
          "max_answers must be a positive integer, got 0"),
+    # targets without a trailing dot would be served as target.example.com. (mail silently goes nowhere)
+    Case("mx-no-dot", NS + "mail:\n  type: MX\n  value:\n    exchange: mx.example.com\n    preference: 10\n", 7,
+         "mail MX", "MX exchange 'mx.example.com' missing trailing dot: write mx.example.com."),
+    Case("mx-values-no-dot", NS + "mail:\n  type: MX\n  values:\n    - exchange: mx1.example.com.\n      preference: 10\n"
+         "    - exchange: mx2.example.com\n      preference: 20\n", 9, "mail MX",
+         "MX exchange 'mx2.example.com' missing trailing dot"),
+    Case("srv-no-dot", NS + "_smtp._tcp:\n  type: SRV\n  value:\n    port: 25\n    priority: 1\n"
+         "    target: mx.example.com\n    weight: 1\n", 9, "_smtp._tcp SRV", "SRV target 'mx.example.com' missing trailing dot"),
+    Case("ns-no-dot", a_record(value="ns.other.example", rtype="NS"), 6, "www NS",
+         "NS value 'ns.other.example' missing trailing dot: write ns.other.example."),
+    Case("apex-ns-no-dot", "'':\n  - type: NS\n    values: [ns1.example.com., ns2.example.com]\n", 3, "@ NS",
+         "NS value 'ns2.example.com' missing trailing dot"),
+    Case("cname-no-dot", a_record(value="www2.example.com", rtype="CNAME"), 6, "www CNAME",
+         "CNAME value 'www2.example.com' missing trailing dot"),
+    Case("dname-no-dot", a_record(value="other.example", rtype="DNAME"), 6, "www DNAME",
+         "DNAME value 'other.example' missing trailing dot"),
+    Case("ptr-no-dot", a_record(value="host.example.net", rtype="PTR"), 6, "www PTR",
+         "PTR value 'host.example.net' missing trailing dot"),
+    Case("dynamic-cname-no-dot", NS + "cn:\n  dynamic:\n    pools:\n      one:\n        values:\n"
+         "          - value: a.example.net\n    rules:\n      - pool: one\n  type: CNAME\n  value: b.example.net.\n",
+         9, "cn CNAME", "CNAME value 'a.example.net' missing trailing dot"),
 ]
 
 
@@ -309,3 +330,26 @@ def test_shipped_zones_still_pass():
     result = subprocess.run([sys.executable, "-m", "smartdns", "check", "--zones", "zones"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serve_rejects_a_target_without_trailing_dot(smartdns):
+    """The same zone `check` rejects is not served: no `mx.example.com.example.com.` exchange ever goes out."""
+    server = smartdns(zones={"example.com": NS + "  - type: MX\n    value:\n      exchange: mx.example.com\n"
+                                            "      preference: 10\n"})
+    line = server.wait_for_log(r"zone error: .*example\.com\.yaml:6: @ MX: MX exchange 'mx\.example\.com' "
+                               r"missing trailing dot")
+    assert "ERROR" in line
+    assert server.query("example.com", "MX").rcode() == dns.rcode.REFUSED  # not served at all
+
+
+def test_readme_sample_check_output_is_what_check_prints(tmp_path):
+    """The README promises an exact `check` session: the example zone with `pool: nowhere` in its first rule."""
+    readme = (REPO / "README.md").read_text()
+    sample = readme.split("$ smartdns check --zones zones/\n", 1)[1].split("```", 1)[0].splitlines()
+    zone = (REPO / "zones" / "example.com.yaml").read_text().replace("pool: domestic", "pool: nowhere", 1)
+    write_zone(tmp_path, zone)
+    result = subprocess.run([sys.executable, "-m", "smartdns", "check", "--zones", "zones/"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).splitlines() == sample, result.stdout + result.stderr
+
