@@ -68,7 +68,15 @@ def _make_loader(path: str) -> type:
                 mapping.key_lines[key] = key_line
             return mapping
 
+    def refuse_include(loader: Any, node: yaml.Node) -> None:
+        # octoDNS's YamlProvider splices in another file here; smartdns reads one self-contained file
+        # per zone (every error then names a line of the file it is in): say so, rather than "no constructor"
+        raise YamlError(path, node.start_mark.line + 1,
+                        f"octoDNS's !include ({getattr(node, 'value', '')}) is not supported by smartdns: "
+                        f"put the included records in this file")
+
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+    _Loader.add_constructor("!include", refuse_include)
     return _Loader
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -25,6 +26,7 @@ from octodns.record.dynamic import _DynamicMixin
 from octodns.record.exception import ValidationError as RecordValidationError
 from octodns.record.geo_data import geo_data
 from octodns.record.validator import ValidationReason
+from octodns.yaml import NaturalSortEnforcingLoader
 from octodns.zone import Zone
 from octodns.zone.exception import ValidationError as ZoneValidationError
 
@@ -87,12 +89,50 @@ def load_zone(path: str | Path, soa: SoaSettings) -> ZoneData:
     if not isinstance(data, LineDict):
         raise ZoneLoadError([Problem(where, 1, "", "", "a zone file is a mapping of names to records")])
     try:
-        return _Loader(where, origin, soa).load(data)
+        zone = _Loader(where, origin, soa).load(data)
+        order = key_order_warning(data, where)
+        return zone if order is None else replace(zone, warnings=(order, *zone.warnings))
     except ZoneLoadError:
         raise
     except Exception as exc:  # a shape no check foresaw: this zone fails to load, the server goes on
         log.debug("loading %s", where, exc_info=True)
         raise ZoneLoadError([Problem(where, 1, "", "", f"cannot load the zone ({type(exc).__name__}: {exc})")]) from None
+
+
+_OCTODNS_KEY_ORDER = NaturalSortEnforcingLoader.KEYGEN  # natural sort, as octoDNS's YamlProvider enforces
+
+
+def key_order_warning(data: LineDict, path: str) -> Problem | None:
+    """The first mapping whose keys octoDNS's YamlProvider would refuse (`enforce_order`, on by default).
+
+    smartdns reads any order, but `octodns-validate` and `octodns-sync` would fail on the file: say it
+    here, with the fix, rather than in the admin's next octoDNS run.
+    """
+    def walk(node: Any, name: str, rtype: str) -> Problem | None:
+        if isinstance(node, list):
+            for item in node:
+                found = walk(item, name, rtype)
+                if found is not None:
+                    return found
+            return None
+        if not isinstance(node, LineDict):
+            return None
+        rtype = node["type"] if isinstance(node.get("type"), str) else rtype
+        for key, value in node.items():  # inner mappings first, as octoDNS's loader meets them
+            found = walk(value, str(key) if node is data else name, rtype)
+            if found is not None:
+                return found
+        keys = list(node)
+        for got, expected in zip(keys, sorted(keys, key=_OCTODNS_KEY_ORDER)):
+            if got != expected:
+                shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
+                return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
+                               f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
+                               f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
+                               f"in its provider config")
+        return None
+
+    return walk(data, "", "")
 
 
 # A top-level key (a record name, quoted or plain) at the start of a line, then a colon.
