@@ -97,13 +97,16 @@ def make_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show what an address is answered", epilog=EXIT_CODES,
                              formatter_class=epilog,
                              usage="smartdns explain [-h] [--ecs PREFIX] [--config FILE] [--zones DIR] "
-                                   "[--geodb FILE] ADDRESS [NAME [TYPE]]")
+                                   "[--geodb FILE] [--probe] ADDRESS [NAME [TYPE]]")
     # one positional list: argparse mis-parses optional positionals mixed with options
     explain.add_argument("what", nargs="+", metavar="ADDRESS [NAME [TYPE]]",
                          help="ADDRESS: the resolver's IP address; NAME: a domain name (default: every dynamic "
                               "record); TYPE: a record type (default A, AAAA and MX)")
     explain.add_argument("--ecs", metavar="PREFIX", type=_network_argument,
                          help="as if a resolver sent this client subnet, e.g. 1.0.1.0/24")
+    explain.add_argument("--probe", action="store_true",
+                         help="run the configured health checks once before deciding (without it, explain does "
+                              "not know live health: every value counts as up)")
     _common(explain)
 
     route = sub.add_parser("route", help="the Postfix routing service: serve | explain ADDRESS | postfix-config",
@@ -272,7 +275,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain  # the whole answering machinery: not needed to parse arguments
 
     logging.basicConfig(level=logging.ERROR)
-    return explain(load_config(args.config, **_overrides(args)), args.address, args.name, args.type, args.ecs)
+    return explain(load_config(args.config, **_overrides(args)), args.address, args.name, args.type, args.ecs,
+                   probe_health=args.probe)
 
 
 def cmd_dump(args: argparse.Namespace) -> int:

@@ -118,9 +118,13 @@ WATCH_INTERVAL = 1.0  # seconds between looks at the files
 
 
 async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
-                stopping: asyncio.Event, interval: float = WATCH_INTERVAL) -> None:
-    """Call `on_change` when the files change and have stopped changing (a write in progress is waited out)."""
-    seen = signature(files())
+                stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: tuple | None = None) -> None:
+    """Call `on_change` when the files change and have stopped changing (a write in progress is waited out).
+
+    `seen`: the files' signature taken before the first load, so that an edit made while that load
+    and the start went on is not taken for the baseline and missed.
+    """
+    seen = signature(files()) if seen is None else seen
     while not stopping.is_set():
         try:
             await asyncio.wait_for(stopping.wait(), interval)

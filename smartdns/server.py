@@ -33,7 +33,7 @@ from .hotcache import Responder
 from .metrics import MetricsServer, ServerStatus, combined
 from .model import ZoneData
 from .policy import IsUp, static_status
-from .reload import LoadResult, LoadSequence, load_all, next_signing_event, report, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, next_signing_event, report, signature, watch, watched_files
 from .responder import State
 from .rrl import RateLimiter
 from .zonefile import CONTINENT_OF
@@ -281,11 +281,12 @@ class Server(LoadSequence[State]):
                 retry_at = time.time() + RESIGN_RETRY  # the load left the event due (a key file problem)
 
     async def serve(self) -> None:
+        before_load = signature(watched_files(self.config))
         await self.start()
         on_signals(self.stopping, lambda: self.reload("SIGHUP"))
         self.ready()
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
-                                              self.stopping))
+                                              self.stopping, seen=before_load))
         resigner = asyncio.ensure_future(self.resign())
         await self.stopping.wait()
         watcher.cancel()

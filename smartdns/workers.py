@@ -32,7 +32,7 @@ from .health import HealthMonitor, HealthView, decode_down, encode_down
 from .logs import tag_worker
 from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
-from .reload import LoadResult, LoadSequence, load_all, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, signature, watch, watched_files
 from .server import Listener, Server, bind_listeners, event_loop_runner, on_signals
 
 log = logging.getLogger("smartdns")
@@ -196,6 +196,7 @@ class Supervisor(LoadSequence[None]):
         self.health.on_change.append(self.broadcast)
         if self.config.metrics is not None:
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
+        before_load = signature(watched_files(self.config))
         await self.load()
         for index in range(len(self.sets)):
             self.start_worker(index)
@@ -204,8 +205,9 @@ class Supervisor(LoadSequence[None]):
             await asyncio.to_thread(worker.ready.wait, 60)
         on_signals(self.stopping, self.forward_sighup)  # before the announcement: a SIGHUP right after it counts
         announce(self.sets[0], len(self.sets))
+        # the edits made while the workers started count too: this process speaks for their reloads
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
-                                              self.stopping))
+                                              self.stopping, seen=before_load))
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), RESTART_DELAY)

@@ -86,7 +86,7 @@ def main() -> int:
             try:
                 dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=UNBOUND_PORT, timeout=1)
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,10 +45,10 @@ def test_a_second_smartdns_on_a_port_in_use_refuses_to_start(tmp_path, workers):
 @pytest.mark.slow
 def test_a_port_held_by_another_program_names_it(tmp_path):
     """A plain UDP socket of another process (here: a Python one-liner) on the address we want."""
-    holder = subprocess.Popen([sys.executable, "-c", "import socket,sys,time; s=socket.socket(socket.AF_INET, "
-                               "socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); "
-                               "s.bind(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    program = ("import socket,sys,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); s.bind(('127.0.0.1', 0)); "
+               "print(s.getsockname()[1], flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     try:
         port = int(holder.stdout.readline())
         result = serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--workers", "2")
@@ -75,7 +76,7 @@ def test_permission_denied_names_the_address_and_the_fix(tmp_path):
         prefix = [setpriv, "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"]
     else:
         prefix = []
-    if int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read()) <= 53:
+    if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 53:
         pytest.skip("this system lets anyone bind port 53")
     result = subprocess.run([*prefix, sys.executable, "-m", "smartdns", "serve", "--zones", str(REPO / "zones"),
                              "--listen", "127.0.0.1:53"], cwd=tmp_path, capture_output=True, text=True, timeout=30,
