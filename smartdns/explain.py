@@ -24,8 +24,8 @@ from .catalog import Catalog
 from .config import Config
 from .geo import Classifier, Location
 from .health import HealthView, Target, probe, targets_of
-from .model import DynamicRRset
-from .policy import Address, IsUp, client_for, decide, scope_prefix, static_status
+from .model import Address, DynamicRRset
+from .policy import IsUp, client_for, decide, scope_prefix, static_status
 from .preflight import preflight
 from .reload import dynamic_records, load_all
 from .responder import State

@@ -95,7 +95,10 @@ def next_signing_event(zones: Iterable[ZoneData]) -> float | None:
     return min(events) if events else None
 
 
-def signature(paths: Iterable[Path]) -> tuple[tuple[str, int | None, int | None, int | None], ...]:
+Signature = tuple[tuple[str, int | None, int | None, int | None], ...]
+
+
+def signature(paths: Iterable[Path]) -> Signature:
     """What changes when any of these files (or the set of them) changes."""
     out: list[tuple[str, int | None, int | None, int | None]] = []
     for path in paths:
@@ -118,7 +121,7 @@ WATCH_INTERVAL = 1.0  # seconds between looks at the files
 
 
 async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
-                stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: tuple | None = None) -> None:
+                stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: Signature | None = None) -> None:
     """Call `on_change` when the files change and have stopped changing (a write in progress is waited out).
 
     `seen`: the files' signature taken before the first load, so that an edit made while that load
