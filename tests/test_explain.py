@@ -10,8 +10,8 @@ import textwrap
 import dns.rcode
 import dns.rdatatype
 
-from conftest import REPO
-from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, zone
+from conftest import DOMESTIC_MX, OVERSEAS_MX, REPO, Listener, free_port
+from conftest import health_zone as zone
 
 
 def explain(*args: str) -> subprocess.CompletedProcess:

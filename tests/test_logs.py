@@ -8,8 +8,8 @@ import re
 import signal
 import time
 
-from conftest import OVERSEAS
-from test_health import DOMESTIC_MX, OVERSEAS_MX, Listener, free_port, zone
+from conftest import DOMESTIC_MX, OVERSEAS, OVERSEAS_MX, Listener, free_port
+from conftest import health_zone as zone
 
 BROKEN = "---\n'':\n  - type: NS\n    values: [ns1.example.org.]\nwww:\n  type: A\n  value: not-an-address\n"
 
