@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -479,3 +480,25 @@ def test_relay_choice_prefers_serving_then_fastest():
         pool.monitor.states[target_of(relay)] = TargetState(up=False, checked=True, reason="down")
     relay, up, why = pool.choose(us)
     assert (relay, up) == (relays[1], False) and "no relay is up" in why  # nearest configured anyway
+
+
+@pytest.mark.skipif(shutil.which("postmap") is None, reason="postmap (Postfix) is not installed")
+def test_reply_filter_table_with_postfix_itself(tmp_path):
+    """The generated smtp_reply_filter, as Postfix's own postmap reads it: "blocked" 5xx -> 4xx, the rest kept."""
+    from smartdns.route.postfix import reply_filter_table
+
+    table = tmp_path / "smartdns_reply_filter"
+    table.write_text(reply_filter_table())
+    cases = {
+        "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.spamhaus.org":
+            "454 4.7.1 Service unavailable; client [192.0.2.1] blocked using zen.spamhaus.org",
+        "550-5.7.1 Your IP has a poor reputation": "450-4.7.1 Your IP has a poor reputation",
+        "554 Blocked by policy": "454 Blocked by policy",
+        "550 5.1.1 User unknown": "",
+        "552 5.2.2 Mailbox full": "",
+    }
+    for reply, expected in cases.items():
+        out = subprocess.run(["postmap", "-q", reply, f"regexp:{table}"], capture_output=True, text=True,
+                             check=False)
+        assert out.stdout.strip() == expected, (reply, out.stdout, out.stderr)
+        assert "warning" not in out.stderr, out.stderr

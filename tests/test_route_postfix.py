@@ -58,6 +58,7 @@ CLAIMS = [
     "deferred_is_retried_through_relay_within_a_minute",
     "relay_down_uses_the_other_relay",
     "service_killed_domestic_flows_once_back",
+    "postfix_logged_no_configuration_warnings",
 ]
 
 

@@ -21,8 +21,8 @@ from .settings import Relay, RouteSettings
 # 5xx to 4xx on the direct services only, so the relay gets the message in the same attempt.
 BLOCKED_PATTERNS = (
     "block", "blacklist", "blocklist", "denylist", "spamhaus", "spamcop", "barracuda", "sorbs",
-    "poor reputation", "reputation", "not allowed to send", "access denied", "banned", "listed",
-    "rbl", "dnsbl", "too many connections", "rate limit", "throttl", "ip address", "your ip",
+    "poor reputation", "reputation", "not allowed to send", "banned", "rbl", "dnsbl",
+    "too many connections", "rate limit", "throttl", "your ip",
 )
 
 
@@ -32,8 +32,8 @@ def reply_filter_table() -> str:
     return (
         "# smartdns route: \"blocked\" 5xx replies become 4xx, so the fallback relay gets the message.\n"
         "# Used only by the smartdns-direct-* services; each reply line is matched separately.\n"
-        f"/^5([0-9][0-9])([ -])5\\.([0-9]{{1,3}}\\.[0-9]{{1,3}})(.*({alternatives}).*)$/ 4$1$24.$3$4\n"
-        f"/^5([0-9][0-9])([ -])(.*({alternatives}).*)$/ 4$1$2$3\n"
+        f"/^5([0-9][0-9])([ -])5\\.([0-9]{{1,3}}\\.[0-9]{{1,3}})(.*({alternatives}).*)$/ 4${{1}}${{2}}4.${{3}}${{4}}\n"
+        f"/^5([0-9][0-9])([ -])(.*({alternatives}).*)$/ 4${{1}}${{2}}${{3}}\n"
     )
 
 
