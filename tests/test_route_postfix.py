@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -33,11 +35,21 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report():
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
-    work = tmp_path_factory.mktemp("postfix-e2e")
+    # Not under pytest's basetemp: pytest keeps its root at mode 0700 (and resets it when another
+    # pytest starts), and Postfix's daemons run as user postfix and must reach their files.
+    work = Path(tempfile.mkdtemp(prefix="smartdns-postfix-"))
+    work.chmod(0o711)
+    try:
+        yield _run_scenarios(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_scenarios(work: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     run = subprocess.run(["unshare", "-nm", sys.executable, str(REPO / "tests" / "route_e2e.py"), str(work)],
                          capture_output=True, text=True, timeout=900, env=env, check=False)
