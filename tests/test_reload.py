@@ -79,8 +79,10 @@ def test_edit_goes_live_with_zero_lost_queries(smartdns):
     assert loop.sent > 200, loop.sent
     assert (loop.lost, loop.failed) == (0, 0), vars(loop)
     assert loop.answers >= {"192.0.2.1", "192.0.2.4"}
-    serials = server.log.count("reloaded (files changed)")
-    assert serials >= 3
+    # every edit went live (above); with workers only worker 0 logs its reloads, once each, and two
+    # edits close together may reach it as one
+    reloads = server.log.count("reloaded (files changed)")
+    assert 1 <= reloads <= 3, server.log
 
 
 def test_serial_follows_content_not_time(smartdns):
