@@ -97,6 +97,7 @@ class Config:
     source: str | None = None  # the file these came from, for messages
     dnssec_keys: Path = Path("keys")  # DNSSEC key files (BIND format); a zone without keys is unsigned
     dnskey_ttl: int = 3600  # TTL of DNSKEY, CDS, CDNSKEY; a rollover waits it out
+    dnssec_nsec3: frozenset[str] = frozenset()  # zones ("example.com.") denied with NSEC3 `1 0 0 -` instead of NSEC
 
     def soa_for(self, zone: str) -> SoaSettings:
         return self.soa_zones.get(zone.lower().rstrip(".") + ".", self.soa)
@@ -267,9 +268,12 @@ def _from_file(path: Path) -> Config:
         out["rrl"] = _rrl(data["rrl"], path, data.line_of("rrl"))
     if "dnssec" in data:
         value = data["dnssec"] or LineDict()
-        if not isinstance(value, LineDict) or set(value) - {"keys", "dnskey_ttl"} \
-                or not isinstance(value.get("keys", ""), str):
-            raise ConfigError(f"{where('dnssec')}: must be {{keys: DIRECTORY, dnskey_ttl: SECONDS}}")
+        nsec3 = value.get("nsec3", []) if isinstance(value, LineDict) else None
+        if not isinstance(value, LineDict) or set(value) - {"keys", "dnskey_ttl", "nsec3"} \
+                or not isinstance(value.get("keys", ""), str) \
+                or not isinstance(nsec3, list) or not all(isinstance(z, str) and z.strip(".") for z in nsec3):
+            raise ConfigError(f"{where('dnssec')}: must be {{keys: DIRECTORY, dnskey_ttl: SECONDS, nsec3: [ZONE, ...]}}")
+        out["dnssec_nsec3"] = frozenset(z.lower().rstrip(".") + "." for z in nsec3)
         if "keys" in value:
             out["dnssec_keys"] = base / value["keys"]
         if "dnskey_ttl" in value:

@@ -2,7 +2,7 @@
 
 Static RRsets as loaded; each dynamic RRset as the client's rules and pools give it
 (the first `max_answers` values of its pool, so the output is reproducible); with
-DNSSEC the DNSKEY/CDS/CDNSKEY, the NSEC chain and every RRSIG, so ldns-verify-zone,
+DNSSEC the DNSKEY/CDS/CDNSKEY, the NSEC (or NSEC3) chain and every RRSIG, so ldns-verify-zone,
 named-checkzone, or another server taking the zone over can read it.
 """
 
@@ -15,6 +15,7 @@ import dns.rdataset
 import dns.rdatatype
 
 from .dnssec.denial import sort_key
+from .dnssec.nsec3 import Nsec3Chain
 from .dnssec.zone import dynamic_rdataset
 from .model import Address, DynamicRRset, ZoneData
 from .policy import Located, decide
@@ -44,9 +45,13 @@ def zone_text(zone: ZoneData, address: Address, locate: Callable[[], Located], d
                 sigs = signed.static_sigs(key, source.rdataset) if signed is not None else None
             if sigs is not None:
                 put(owner, sigs)
-        if signed is not None:
+        if signed is not None and not isinstance(signed.nsec, Nsec3Chain):
             index = signed.nsec.matching(key)
             if index is not None:
                 put(owner, signed.nsec.rdatasets[index])
                 put(owner, signed.nsec_sigs[index])
+    if signed is not None and isinstance(signed.nsec, Nsec3Chain):  # at hashed names, in hash order
+        for owner, rdataset, sigs in zip(signed.nsec.owners, signed.nsec.rdatasets, signed.nsec_sigs):
+            put(owner, rdataset)
+            put(owner, sigs)
     return "\n".join(lines) + "\n"

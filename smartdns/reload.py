@@ -60,7 +60,8 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now
         try:
             zone = load_zone(path, config.soa_for(path.name[: -len(".yaml")]))
             if sign:
-                zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now)
+                zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now,
+                                 zone.origin.to_text().lower() in config.dnssec_nsec3)
         except ZoneLoadError as exc:
             problems.extend(exc.problems)
             if key in previous:

@@ -22,6 +22,7 @@ import dns.rdataset
 import dns.rdatatype
 
 from ..model import DynamicRRset, PoolValue, ZoneData
+from .nsec3 import Nsec3Chain, closest_encloser_proof, next_closer
 from .zone import SignedZone, dynamic_rdataset
 
 NXDOMAIN = 3
@@ -113,6 +114,8 @@ def negative_proof(zone_data: ZoneData, signed: SignedZone, name: bytes, rcode: 
     """The NSECs proving NXDOMAIN or NODATA for `name` (a lower-case wire name); for a random
     name this is two binary searches at most (the wildcard's NSEC is kept per encloser)."""
     chain = signed.nsec
+    if isinstance(chain, Nsec3Chain):
+        return nsec3_negative_proof(zone_data, signed, chain, name, rcode)
     if rcode == NXDOMAIN:
         covering = chain.covering(name)
         wildcard = signed.wildcard_covering(closest_encloser(zone_data.names, name))
@@ -127,13 +130,30 @@ def negative_proof(zone_data: ZoneData, signed: SignedZone, name: bytes, rcode: 
     return (covering,) if source is None or source == covering else (covering, source)
 
 
+def nsec3_negative_proof(zone_data: ZoneData, signed: SignedZone, chain: Nsec3Chain, name: bytes,
+                         rcode: int) -> tuple[int, ...]:
+    """RFC 5155 7.2.2-7.2.5: NXDOMAIN is the closest encloser proof and the NSEC3 covering its
+    wildcard; NODATA the name's own NSEC3 (empty non-terminals have one), or for a wildcard
+    without the type the closest encloser proof and the wildcard's NSEC3."""
+    matching = chain.index.get(name)
+    if rcode != NXDOMAIN and matching is not None:
+        return (matching,)
+    encloser = closest_encloser(zone_data.names, name)
+    proof = closest_encloser_proof(chain, encloser, name)
+    extra = signed.wildcard_covering(encloser) if rcode == NXDOMAIN else chain.index.get(b"\x01*" + encloser)
+    return tuple(proof + [extra] if extra is not None and extra not in proof else proof)
+
+
 def proof_indexes(zone_data: ZoneData, signed: SignedZone, final: bytes, rcode: int, has_answer_for_final: bool,
                   referral_cut: bytes | None, wildcard_owners: Iterable[bytes]) -> list[int]:
     """Which NSECs of `signed` a response needs (see the module docstring)."""
     chain = signed.nsec
     proof: list[int] = []
     for owner in wildcard_owners:  # the expanded name: no closer match exists
-        index = chain.covering(owner)
+        if isinstance(chain, Nsec3Chain):  # RFC 5155 7.2.6: the next closer name is covered
+            index = chain.covering(next_closer(owner, closest_encloser(zone_data.names, owner)))
+        else:
+            index = chain.covering(owner)
         if index not in proof:
             proof.append(index)
     if referral_cut is not None:

@@ -54,16 +54,36 @@ def _is_label_boundary(key: bytes, suffix: bytes) -> bool:
     return at == target
 
 
-class NsecChain:
+def authoritative_names(origin_wire: bytes, types_at: Mapping[bytes, Iterable[int]]) -> list[bytes]:
+    """The names a denial chain covers: all but those below a delegation point or a DNAME."""
+    cuts = [k for k, types in types_at.items()
+            if k != origin_wire and (dns.rdatatype.NS in types or dns.rdatatype.DNAME in types)]
+    dnames = [k for k, types in types_at.items() if dns.rdatatype.DNAME in types]
+    return [k for k in types_at
+            if k == origin_wire or not (occluded(origin_wire, k, cuts) or occluded(origin_wire, k, dnames))]
+
+
+class DenialChain:
+    """What NSEC and NSEC3 chains share: records in chain order, and each original name's index."""
+
+    owners: list[dns.name.Name]
+    rdatasets: list[dns.rdataset.ImmutableRdataset]
+    index: dict[bytes, int]
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def matching(self, wire: bytes) -> int | None:
+        """The record owned by (for NSEC3: hashed from) this name, if it has one."""
+        return self.index.get(wire)
+
+
+class NsecChain(DenialChain):
     """NSEC RRsets by owner, with lookups for the proofs a negative answer needs."""
 
     def __init__(self, origin: dns.name.Name, types_at: Mapping[bytes, Iterable[int]], ttl: int) -> None:
         origin_wire = wire_of(origin)
-        cuts = [k for k, types in types_at.items()
-                if k != origin_wire and (dns.rdatatype.NS in types or dns.rdatatype.DNAME in types)]
-        dnames = [k for k, types in types_at.items() if dns.rdatatype.DNAME in types]
-        owners = sorted((k for k in types_at if not occluded(origin_wire, k, cuts) and not occluded(origin_wire, k, dnames)
-                         or k == origin_wire), key=sort_key)
+        owners = sorted(authoritative_names(origin_wire, types_at), key=sort_key)
         self.origin = origin
         self.keys: list[SortKey] = [sort_key(k) for k in owners]
         self.owners: list[dns.name.Name] = [dns.name.from_wire(k, 0)[0] for k in owners]
@@ -79,13 +99,6 @@ class NsecChain:
             rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.NSEC, ttl=ttl)
             rdataset.add(dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, next_name, windows))
             self.rdatasets.append(dns.rdataset.ImmutableRdataset(rdataset))
-
-    def __len__(self) -> int:
-        return len(self.owners)
-
-    def matching(self, wire: bytes) -> int | None:
-        """The NSEC owned by this name, if it has one."""
-        return self.index.get(wire)
 
     def covering(self, wire: bytes) -> int:
         """The NSEC whose span contains the name (its owner, when the name is one)."""

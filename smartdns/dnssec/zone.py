@@ -28,6 +28,7 @@ from dns.rdtypes.ANY.CDNSKEY import CDNSKEY
 from ..model import DynamicRRset, PoolValue, Problem, StaticRRset, ZoneData, ZoneLoadError
 from .denial import NsecChain, wire_of
 from .keys import ZoneKey, load
+from .nsec3 import Nsec3Chain, nsec3param_rdataset
 from .sign import Signer, Window
 
 PRESIGN_VARIANTS = 64  # per dynamic RRset, signed at load
@@ -105,7 +106,7 @@ class SignedZone:
     """Everything DNSSEC adds to one zone, for one signing window; never changed after `build`
     except the on-first-use variant signatures."""
 
-    def __init__(self, origin: dns.name.Name, signer: Signer, keys: Sequence[ZoneKey], nsec: NsecChain,
+    def __init__(self, origin: dns.name.Name, signer: Signer, keys: Sequence[ZoneKey], nsec: NsecChain | Nsec3Chain,
                  negative_ttl: int, next_event: float) -> None:
         self.origin = origin
         self.signer = signer
@@ -120,11 +121,13 @@ class SignedZone:
         self.wildcard_cover: dict[bytes, int] = {}  # closest encloser -> NSEC covering its wildcard (existing names only)
 
     def nsec_rrset(self, wire: bytes) -> tuple[dns.name.Name, dns.rdataset.ImmutableRdataset] | None:
+        if isinstance(self.nsec, Nsec3Chain):
+            return None  # an NSEC3 lives at a hashed name, not at the name asked for
         index = self.nsec.matching(wire)
         return None if index is None else (self.nsec.owners[index], self.nsec.rdatasets[index])
 
     def wildcard_covering(self, encloser: bytes) -> int:
-        """The NSEC covering `*.encloser` (the same for every random name below it: kept)."""
+        """The NSEC (or NSEC3) covering `*.encloser` (the same for every random name below it: kept)."""
         index = self.wildcard_cover.get(encloser)
         if index is None:
             index = self.wildcard_cover[encloser] = self.nsec.covering(b"\x01*" + encloser)
@@ -156,9 +159,11 @@ class SignedZone:
 
 def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]], keys: Sequence[ZoneKey],
                negative_ttl: int, now: float, static_type: type,
-               dnskey_ttl: int = DNSKEY_TTL) -> tuple[dict[bytes, dict[int, object]], SignedZone] | None:
+               dnskey_ttl: int = DNSKEY_TTL,
+               nsec3: bool = False) -> tuple[dict[bytes, dict[int, object]], SignedZone] | None:
     """Sign a zone's nodes; returns the nodes with the apex key records added and what signs them,
-    or None when no key of the zone is published at `now` (the zone is served unsigned)."""
+    or None when no key of the zone is published at `now` (the zone is served unsigned).
+    With `nsec3`, denial is an NSEC3 chain (`1 0 0 -`) and the apex gets its NSEC3PARAM."""
     apex_records = apex_key_rdatasets(origin, keys, now, dnskey_ttl)
     if not apex_records:
         return None
@@ -169,7 +174,10 @@ def sign_nodes(origin: dns.name.Name, nodes: Mapping[bytes, Mapping[int, object]
     new_nodes: dict[bytes, dict[int, object]] = {k: dict(v) for k, v in nodes.items()}
     for rdtype, rdataset in apex_records.items():
         new_nodes[origin_wire][rdtype] = static_type(dns.rdataset.ImmutableRdataset(rdataset))
-    nsec = NsecChain(origin, {k: list(v) for k, v in new_nodes.items()}, negative_ttl)
+    if nsec3:
+        new_nodes[origin_wire][dns.rdatatype.NSEC3PARAM] = static_type(nsec3param_rdataset(negative_ttl))
+    chain = Nsec3Chain if nsec3 else NsecChain
+    nsec = chain(origin, {k: list(v) for k, v in new_nodes.items()}, negative_ttl)
     events = [t for k in keys for t in k.events() if t > now]
     signed = SignedZone(origin, signer, keys, nsec, negative_ttl, min([signer.window.end, *events]))
     for key, node in new_nodes.items():
@@ -201,15 +209,17 @@ def frozen_nodes(nodes: Mapping[bytes, Mapping[int, object]]) -> Mapping[bytes, 
     return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in nodes.items()})
 
 
-def sign_zone(zone: ZoneData, directory: Path, dnskey_ttl: int, now: float) -> ZoneData:
-    """The zone signed with its keys in `directory` (unchanged when it has none published);
+def sign_zone(zone: ZoneData, directory: Path, dnskey_ttl: int, now: float, nsec3: bool = False) -> ZoneData:
+    """The zone signed with its keys in `directory` (unchanged when it has none published),
+    its denial an NSEC3 chain when `nsec3`;
     a key file that cannot be used fails the load, naming the file, so the last good version stays."""
     keys, problems = load(directory, zone.origin)
     if problems:
         raise ZoneLoadError([Problem(zone.path, 1, "", "", f"DNSSEC key: {p}") for p in problems])
     if not keys:
         return zone
-    signed = sign_nodes(zone.origin, zone.nodes, keys, zone.negative_ttl, now, StaticRRset, dnskey_ttl)  # type: ignore[arg-type]
+    signed = sign_nodes(zone.origin, zone.nodes, keys, zone.negative_ttl, now, StaticRRset, dnskey_ttl,  # type: ignore[arg-type]
+                        nsec3)
     if signed is None:
         return zone
     nodes, signed_zone = signed
