@@ -136,15 +136,17 @@ def test_empty_non_terminal_has_its_own_nsec3(signed3):
         assert owner_hash(rrset) == hashed(ent) and types_at(rrset) == set()
 
 
-def test_wildcard_answer_covers_the_next_closer(signed3):
-    name = dns.name.from_text("anything.wild.example.com.")
+@pytest.mark.parametrize("qname", ["anything.wild.example.com.", "x.anything.wild.example.com."])
+def test_wildcard_answer_covers_the_next_closer(signed3, qname):
+    name = dns.name.from_text(qname)
     response = ask(signed3, name.to_text(), "A")
     assert [r.to_text() for r in response.answer[0]] == ["192.0.2.80"]
     validated(signed3, response)
     (rrsig,) = [r for r in response.answer if r.rdtype == dns.rdatatype.RRSIG]
-    assert rrsig[0].labels == 3
+    assert rrsig[0].labels == 3  # the source is *.wild.example.com: its next closer name is one label below wild
+    next_closer = dns.name.Name(name.labels[-5:])  # anything.wild.example.com.
     proof = nsec3s(response)
-    assert covered(proof, name) and matching(proof, name) is None
+    assert covered(proof, next_closer) and matching(proof, next_closer) is None
 
 
 def test_wildcard_nodata(signed3):

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import DOMESTIC, EXAMPLE_ZONES, OVERSEAS, REPO, build_mmdb
 from smartdns.dnssec import keys
+from test_dnssec_answers import EXTRA
 
 ZONE = dns.name.from_text("example.com.")
 TOOLS = ("delv", "unbound", "ldns-verify-zone", "unshare", "ip")
@@ -139,6 +140,21 @@ def sections(output: str) -> dict[str, str]:
     return out
 
 
+# `smartdns dump --dnssec` through ldns-verify-zone (with the count of NSEC3 records), then Unbound started
+DUMP_THEN_UNBOUND = textwrap.indent(textwrap.dedent(f"""\
+    echo "=== dump"
+    {sys.executable} -m smartdns dump example.com --dnssec --client {DOMESTIC} --config smartdns.yaml > dump.zone
+    echo "nsec3 records: $(grep -c 'IN NSEC3 ' dump.zone)"
+    ldns-verify-zone dump.zone 2>&1
+    unbound -c unbound.conf > unbound.log 2>&1 &
+    RESOLVER=$!
+    for i in $(seq 100); do
+        {sys.executable} -c "import socket; socket.create_connection(('127.0.0.1', {RESOLVER_PORT}))" 2>/dev/null && break
+        sleep 0.1
+    done
+    """), " " * 8).strip()
+
+
 def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None:
     work, _ = signed_workdir(tmp_path)
     delv = f"delv -a anchors.conf +root=example.com -p {PORT} @127.0.0.1"
@@ -148,15 +164,7 @@ def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None
         echo "=== delv mx"; {delv} -b {OVERSEAS} example.com MX 2>&1
         echo "=== delv nxdomain"; {delv} nosuchname.example.com A 2>&1
         echo "=== delv nodata"; {delv} ns1.example.com TXT 2>&1
-        echo "=== dump"
-        {sys.executable} -m smartdns dump example.com --dnssec --client {DOMESTIC} --config smartdns.yaml > dump.zone
-        ldns-verify-zone dump.zone 2>&1
-        unbound -c unbound.conf > unbound.log 2>&1 &
-        RESOLVER=$!
-        for i in $(seq 100); do
-            {sys.executable} -c "import socket; socket.create_connection(('127.0.0.1', {RESOLVER_PORT}))" 2>/dev/null && break
-            sleep 0.1
-        done
+        {DUMP_THEN_UNBOUND}
         echo "=== unbound"; {sys.executable} client.py ad 2>&1
         echo "=== flood"; {sys.executable} client.py flood 300 2>&1
         kill $RESOLVER; wait $RESOLVER 2>/dev/null
@@ -169,7 +177,7 @@ def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None
     assert "; fully validated" in found["delv mx"], output
     assert "; negative response, fully validated" in found["delv nxdomain"], output
     assert "; negative response, fully validated" in found["delv nodata"], output
-    assert "Zone is verified and complete" in found["dump"], output
+    assert "Zone is verified and complete" in found["dump"] and "nsec3 records: 0" in found["dump"], output
     assert found["unbound"].split("\n")[:3] == ["mx.example.com A NOERROR AD", "example.com MX NOERROR AD",
                                                  "nosuchname.example.com A NXDOMAIN AD"], output
     words = found["flood"].split()
@@ -177,3 +185,37 @@ def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None
     assert count == nxdomain == 300, output
     # aggressive use of the NSEC chain (RFC 8198): the resolver answers random names itself
     assert reached <= 10, output
+
+
+def test_delv_unbound_and_ldns_validate_an_nsec3_zone(tmp_path: Path) -> None:
+    """The same zone with `dnssec: {nsec3: [example.com]}`: every negative shape validated by delv,
+    Unbound's AD on NXDOMAIN, and ldns-verify-zone checking the whole NSEC3 chain of the dump."""
+    work, _ = signed_workdir(tmp_path)
+    zone_file = work / "zones" / "example.com.yaml"
+    zone_file.write_text(zone_file.read_text().rstrip("\n") + "\n" + EXTRA)  # wildcard, ENT, cuts
+    config = work / "smartdns.yaml"
+    config.write_text(config.read_text().replace("dnssec: {keys: keys}", "dnssec: {keys: keys, nsec3: [example.com]}"))
+    delv = f"delv -a anchors.conf +root=example.com -p {PORT} @127.0.0.1"
+    output = run_in_netns(work, f"""\
+        echo "=== delv nxdomain"; {delv} nosuchname.example.com A 2>&1
+        echo "=== delv deep nxdomain"; {delv} x.y.b.ent.example.com A 2>&1
+        echo "=== delv nodata"; {delv} ns1.example.com TXT 2>&1
+        echo "=== delv ent"; {delv} b.ent.example.com A 2>&1
+        echo "=== delv wildcard"; {delv} anything.wild.example.com A 2>&1
+        echo "=== delv wildcard nodata"; {delv} anything.wild.example.com AAAA 2>&1
+        echo "=== delv no ds"; {delv} sub.example.com DS 2>&1
+        echo "=== delv nsec3param"; {delv} example.com NSEC3PARAM 2>&1
+        {DUMP_THEN_UNBOUND}
+        echo "=== unbound"; {sys.executable} client.py ad 2>&1
+        kill $RESOLVER; wait $RESOLVER 2>/dev/null
+        """)
+    print(output)  # the evidence, with -s
+    found = sections(output)
+    for name in ("nxdomain", "deep nxdomain", "nodata", "ent", "wildcard nodata", "no ds"):
+        assert "; negative response, fully validated" in found[f"delv {name}"], output
+    assert "; fully validated" in found["delv wildcard"] and "192.0.2.80" in found["delv wildcard"], output
+    assert "; fully validated" in found["delv nsec3param"] and "1 0 0 -" in found["delv nsec3param"], output
+    assert "Zone is verified and complete" in found["dump"], output
+    assert int(found["dump"].split()[2]) >= 10, output  # one per name, empty non-terminal and cut
+    assert found["unbound"].split("\n")[:3] == ["mx.example.com A NOERROR AD", "example.com MX NOERROR AD",
+                                                 "nosuchname.example.com A NXDOMAIN AD"], output
