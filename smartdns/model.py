@@ -143,6 +143,8 @@ class ZoneData:
     text: str = ""  # the origin as text, e.g. "example.com."
     wire: bytes = b""  # the origin in lower-case wire form
     dnssec: SignedZone | None = None  # signatures and NSEC chain when the zone has keys (dnssec/zone.py)
+    # the file version and settings it was built from (reload.file_stamp): the same stamp, the same zone
+    stamp: tuple[object, ...] = ()
 
     @property
     def negative_ttl(self) -> int:

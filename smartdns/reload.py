@@ -8,6 +8,7 @@ the new data replaces the old in one swap of whole objects.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -15,13 +16,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
 
-from .config import Config, ConfigError, load_config
+import dns.exception
+import dns.name
+
+from .config import Config, ConfigError, SoaSettings, load_config
+from .dnssec.keys import key_files as zone_key_files
 from .dnssec.zone import sign_zone
 from .geo import GeoDatabaseError
 from .health import HealthView
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
-from .zonefile import load_zone
+from .zonefile import load_zone, zone_name_for
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,7 @@ class LoadResult:
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
     kept: tuple[str, ...] = ()  # files whose last good version is still served
+    parsed: int = 0  # files read and parsed (the others were unchanged since the last load)
 
 
 def zone_files(directory: Path) -> list[Path]:
@@ -42,7 +48,7 @@ def zone_files(directory: Path) -> list[Path]:
 
 
 def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now: float | None = None,
-             sign: bool = True) -> LoadResult:
+             sign: bool = True, parsed_before: dict[str, ZoneData] | None = None, reparse: bool = False) -> LoadResult:
     """Load every `*.yaml` in the zones directory, signed where it has keys (as at `now`; `sign`
     False: not signed, for a process that does not answer); on failure keep `previous`'s version."""
     previous = previous or {}
@@ -51,14 +57,24 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now
     problems: list[Problem] = []
     warnings: list[Problem] = []
     kept: list[str] = []
+    parsed = 0
     files = zone_files(config.zones)
     if not files and not config.zones.is_dir():
         problems.append(Problem(str(config.zones), 0, "", "", "zones directory does not exist"))
     by_origin: dict[str, str] = {}
     for path in files:
         key = str(path)
+        soa = config.soa_for(path.name[: -len(".yaml")])
+        stamp = file_stamp(path, soa, config.dnssec_keys)
+        cached = parsed_before.get(key) if parsed_before is not None and not reparse else None
         try:
-            zone = load_zone(path, config.soa_for(path.name[: -len(".yaml")]))
+            if cached is not None and stamp and cached.stamp == stamp:
+                zone = cached  # unchanged file, settings and keys: nothing to parse again
+            else:
+                parsed += 1
+                zone = replace(load_zone(path, soa), stamp=stamp)
+                if parsed_before is not None:
+                    parsed_before[key] = zone
             if sign:
                 zone = sign_zone(zone, config.dnssec_keys, config.dnskey_ttl, now,
                                  zone.origin.to_text().lower() in config.dnssec_nsec3)
@@ -79,7 +95,26 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now
     for key, zone in previous.items():
         if key not in present:
             warnings.append(Problem(key, 0, "", "", f"zone file deleted: {zone.origin} is no longer served"))
-    return LoadResult(zones, tuple(problems), tuple(warnings), tuple(kept))
+    if parsed_before is not None:
+        for key in set(parsed_before) - present:
+            del parsed_before[key]
+    return LoadResult(zones, tuple(problems), tuple(warnings), tuple(kept), parsed)
+
+
+def file_stamp(path: Path, soa: SoaSettings, keys: Path) -> tuple[object, ...]:
+    """What identifies one version of a zone file, the settings it is built with and its DNSSEC key
+    files (() if unreadable). Taken before the file is read: a write during the read changes the
+    stamp, so the next look loads the file again. Deployed edits rename a new file over the old
+    one (a new inode); an edit in place changes the modification time."""
+    try:
+        st = os.stat(path)
+        key_stamps = []
+        for key in zone_key_files(keys, dns.name.from_text(zone_name_for(path))):
+            key_st = os.stat(key)
+            key_stamps.append((key.name, key_st.st_mtime_ns, key_st.st_size))
+    except (OSError, dns.exception.DNSException):
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev, soa, tuple(key_stamps))
 
 
 def key_files(directory: Path) -> list[Path]:
@@ -181,6 +216,9 @@ def reload_config(config: Config, overrides: dict[str, Any]) -> Config:
 
 
 Prepared = TypeVar("Prepared")
+RESIGN_POLL = 1.0  # seconds between looks at the next signing event (a few comparisons)
+RESIGN_LEAD = 60.0  # start building the next generation this long before its moment
+RESIGN_RETRY = 60.0
 
 
 class LoadSequence(Generic[Prepared]):
@@ -204,6 +242,8 @@ class LoadSequence(Generic[Prepared]):
         self.zones: dict[str, ZoneData] = {}  # the last good version of every zone, by file
         self.sign_at: float | None = None  # during a load ahead of a signing event: that moment
         self.reloading = asyncio.Lock()
+        self.reparse = False  # this load parses every file, changed or not (SIGHUP: edits no stat shows)
+        self.stopping = asyncio.Event()
 
     def prepare(self, config: Config) -> tuple[Prepared, LoadResult]:
         """Runs in a worker thread: load the zones and make whatever `apply` needs from them."""
@@ -219,22 +259,29 @@ class LoadSequence(Generic[Prepared]):
         """The first load; what fails here fails the start."""
         return await self._load(self.config, None)
 
-    async def reload(self, reason: str, sign_at: float | None = None) -> None:
-        """Load again; a GeoIP file that cannot be read keeps the running data. `sign_at`: sign as at
-        that (coming) moment and put the new data in service then, not before (DNSSEC windows)."""
+    async def reload(self, reason: str, sign_at: float | None = None, reparse: bool = False) -> None:
+        """Load again (the changed files only, unless `reparse`); a GeoIP file that cannot be read keeps
+        the running data. `sign_at`: sign as at that (coming) moment and put the new data in service
+        then, not before (DNSSEC windows)."""
         async with self.reloading:
             config = reload_config(self.config, self.overrides)
+            self.reparse = reparse
             try:
                 await self._load(config, reason, sign_at)
             except GeoDatabaseError as exc:
                 log.log(logging.ERROR if self.announces else logging.DEBUG,
                         "reload (%s) failed, keeping the running data: %s", reason, exc)
+            finally:
+                self.reparse = False
 
     async def _load(self, config: Config, reason: str | None, sign_at: float | None = None) -> LoadResult:
         started = time.perf_counter()
         self.sign_at = sign_at
         try:
             prepared, result = await asyncio.to_thread(self.prepare, config)
+        except BaseException:
+            gc.enable()  # handover.decode pauses the collector until the new data is frozen
+            raise
         finally:
             self.sign_at = None
         loading = time.perf_counter() - started
@@ -242,6 +289,11 @@ class LoadSequence(Generic[Prepared]):
             await asyncio.sleep(max(0.0, sign_at - time.time()))  # the old data stays valid until then
         swap_started = time.perf_counter()
         self.apply(config, prepared, result, reason is None)
+        # The loaded data lives until the next reload: out of the collector's generations, a full
+        # collection (set off by any allocation, a new ECS client's) no longer walks every record
+        # with the interpreter held. Replaced data is still freed by reference counting.
+        gc.freeze()
+        gc.enable()  # handover.decode pauses the collector while it builds the data
         log.debug("%s took %.3fs: loading %.3fs, swap %.3fs (%d zones, %d problems)",
                   "load" if reason is None else f"reload ({reason})", time.perf_counter() - started,
                   loading, time.perf_counter() - swap_started, len(result.zones), len(result.problems))
@@ -252,3 +304,22 @@ class LoadSequence(Generic[Prepared]):
         self.health.follow(dynamic_records(self.zones), config.health)
         self.loaded(result, reason)
         return result
+
+    async def resign(self) -> None:
+        """Sign again before a signing window rolls over or a key changes state: the new generation
+        is built ahead, off the event loop, signed as at that moment, and swapped in when it comes.
+        The times come from the files and the clock alone, so every server swaps at the same moment."""
+        retry_at = 0.0
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), RESIGN_POLL)
+                return
+            except asyncio.TimeoutError:
+                pass
+            due = next_signing_event(self.zones.values())  # of the latest load, whatever caused it
+            now = time.time()
+            if due is None or now < due - RESIGN_LEAD or now < retry_at:
+                continue
+            await self.reload("DNSSEC signing event", sign_at=max(due, now))
+            if next_signing_event(self.zones.values()) == due:
+                retry_at = time.time() + RESIGN_RETRY  # the load left the event due (a key file problem)

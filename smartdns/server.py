@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -30,10 +31,11 @@ from .config import Config, ListenAddress
 from .geo import Classifier
 from .health import HealthMonitor, HealthView
 from .hotcache import Responder
+from .loader import LoaderProcess, SupervisorFeed
 from .metrics import MetricsServer, ServerStatus, combined
 from .model import ZoneData
 from .policy import IsUp, static_status
-from .reload import LoadResult, LoadSequence, load_all, next_signing_event, report, signature, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_files
 from .responder import State
 from .rrl import RateLimiter
 from .zonefile import CONTINENT_OF
@@ -44,19 +46,21 @@ LENGTH = struct.Struct("!H")
 UDP_BUFFER = 4096  # a query is never larger; a bigger datagram is cut and answered FORMERR
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts while the interpreter is busy
 TCP_BACKLOG = 1024
-RESIGN_POLL = 1.0  # seconds between looks at the next signing event (a few comparisons)
-RESIGN_LEAD = 60.0  # start building the next generation this long before its moment
-RESIGN_RETRY = 60.0
 CLOSE_DELAY = 5.0  # seconds a replaced GeoIP reader stays open for queries that took the old state
 
 
 def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
                 is_up: IsUp = static_status, sign_at: float | None = None,
                 quiet: bool = False) -> tuple[State, LoadResult]:
+    """Load in this process (`explain`, the benchmark) and make the serving state."""
     result = load_all(config, previous, sign_at)
     report(result, quiet)
+    return state_for(config, result, is_up), result
+
+
+def state_for(config: Config, result: LoadResult, is_up: IsUp = static_status) -> State:
     classifier = Classifier(config.geodb, CONTINENT_OF)
-    return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up), result
+    return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up)
 
 
 @dataclass
@@ -71,7 +75,8 @@ def log_loaded(result: LoadResult, reason: str | None, level: int = logging.INFO
     if reason is None:
         log.log(level, "loaded %d zones (%d records)", zones, sum(z.record_count for z in result.zones.values()))
     else:
-        log.log(level, "reloaded (%s): %d zones, %d problems", reason, zones, len(result.problems))
+        log.log(level, "reloaded (%s): %d zones (%d parsed again), %d problems", reason, zones, result.parsed,
+                len(result.problems))
 
 
 def bind_listeners(addresses: tuple[ListenAddress, ...], copies: int = 1) -> list[list[Listener]]:
@@ -135,8 +140,14 @@ class Server(LoadSequence[State]):
 
     def __init__(self, config: Config, listeners: list[Listener], health: HealthView,
                  overrides: dict[str, Any] | None = None, ready: Callable[[], None] = lambda: None,
-                 metrics: bool = True, share: float = 1.0, announces: bool = True) -> None:
+                 metrics: bool = True, share: float = 1.0, announces: bool = True,
+                 feed: SupervisorFeed | None = None) -> None:
         super().__init__(config, overrides or {}, ServerStatus(), health, announces)
+        # Where zones come from: a worker's supervisor (`feed`), else a loader process of our own;
+        # the interpreter that answers queries never parses a zone file.
+        self.feed = feed
+        self.loader: LoaderProcess | None = None
+        self.parsed_before: dict[str, ZoneData] = {}  # for loading here, should the loader be gone
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
         self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
@@ -161,6 +172,10 @@ class Server(LoadSequence[State]):
         return self.status
 
     async def start(self) -> None:
+        if self.feed is None:
+            # Forked first, before any thread and before the metrics listener: it loads every zone,
+            # the first time too, so this process never holds a YAML tree or octoDNS's objects.
+            self.loader = LoaderProcess(self._close_in_child)
         if self.metrics is not None and self.config.metrics is not None:
             # before the zones load, so that /ready can say "not yet"
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
@@ -240,8 +255,27 @@ class Server(LoadSequence[State]):
         rates = {key: getattr(settings, key) for key in ("responses_per_second", "nxdomains_per_second", "errors_per_second")}
         return RateLimiter(replace(settings, **{k: v * self.share for k, v in rates.items() if v is not None}))
 
+    def _close_in_child(self) -> None:
+        for listener in self.listeners:
+            listener.udp.close()
+            listener.tcp.close()
+
     def prepare(self, config: Config) -> tuple[State, LoadResult]:
-        return build_state(config, self.zones, self.health.is_up, self.sign_at, quiet=not self.announces)
+        if self.feed is not None:
+            result = self.feed.load(self.zones)  # the supervisor reported what is wrong
+        elif self.loader is not None:
+            try:
+                result = self.loader.load(config, self.zones, self.sign_at, self.reparse)
+            except (EOFError, OSError) as exc:
+                log.error("zone loader gone (%s): loading in this process from now on", exc)
+                self.loader = None
+                return self.prepare(config)
+            report(result, quiet=not self.announces)
+        else:  # octoDNS's cycles must not be frozen with the data
+            result = load_all(config, self.zones, self.sign_at, parsed_before=self.parsed_before, reparse=self.reparse)
+            report(result, quiet=not self.announces)
+            gc.collect()
+        return state_for(config, result, self.health.is_up), result
 
     def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:
         if first:
@@ -261,36 +295,24 @@ class Server(LoadSequence[State]):
     def loaded(self, result: LoadResult, reason: str | None) -> None:
         log_loaded(result, reason, logging.INFO if self.announces else logging.DEBUG)
 
-    async def resign(self) -> None:
-        """Sign again before a signing window rolls over or a key changes state: the new generation
-        is built ahead, off the event loop, signed as at that moment, and swapped in when it comes.
-        The times come from the files and the clock alone, so every server swaps at the same moment."""
-        retry_at = 0.0
-        while not self.stopping.is_set():
-            try:
-                await asyncio.wait_for(self.stopping.wait(), RESIGN_POLL)
-                return
-            except asyncio.TimeoutError:
-                pass
-            due = next_signing_event(self.zones.values())  # of the latest load, whatever caused it
-            now = time.time()
-            if due is None or now < due - RESIGN_LEAD or now < retry_at:
-                continue
-            await self.reload("DNSSEC signing event", sign_at=max(due, now))
-            if next_signing_event(self.zones.values()) == due:
-                retry_at = time.time() + RESIGN_RETRY  # the load left the event due (a key file problem)
-
     async def serve(self) -> None:
         before_load = signature(watched_files(self.config))
         await self.start()
-        on_signals(self.stopping, lambda: self.reload("SIGHUP"))
+        tasks = []
+        if self.feed is None:
+            on_signals(self.stopping, lambda: self.reload("SIGHUP", reparse=True))
+            tasks.append(asyncio.ensure_future(watch(lambda: watched_files(self.config),
+                                                     lambda: self.reload("files changed"), self.stopping,
+                                                     seen=before_load)))
+            tasks.append(asyncio.ensure_future(self.resign()))
+        else:  # the supervisor reloads and signs, and sends us the result
+            on_signals(self.stopping, None)
+            self.feed.start(asyncio.get_running_loop())
+            tasks.append(asyncio.ensure_future(self.follow_feed(self.feed)))
         self.ready()
-        watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
-                                              self.stopping, seen=before_load))
-        resigner = asyncio.ensure_future(self.resign())
         await self.stopping.wait()
-        watcher.cancel()
-        resigner.cancel()
+        for task in tasks:
+            task.cancel()
         self.health.stop()
         if self.metrics is not None:
             self.metrics.close()
@@ -298,13 +320,27 @@ class Server(LoadSequence[State]):
             server.close()
         for listener in self.listeners:
             listener.udp.close()
+        if self.loader is not None:
+            self.loader.close()
+
+    async def follow_feed(self, feed: SupervisorFeed) -> None:
+        while True:
+            frames = await feed.updates.get()
+            if frames is None:
+                return  # the supervisor is gone: the health pipe says so too, and we stop
+            feed.pending = frames
+            await self.reload(feed.reason_of(frames))
 
 
-def on_signals(stopping: asyncio.Event, reload: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def on_signals(stopping: asyncio.Event, reload: Callable[[], Coroutine[Any, Any, None]] | None) -> None:
+    """SIGTERM and SIGINT stop; SIGHUP reloads (ignored without `reload`)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    if reload is None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
 
 
 def event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -16,6 +16,7 @@ sockets.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -29,10 +30,12 @@ from typing import Any, BinaryIO
 
 from .config import Config
 from .health import HealthMonitor, HealthView, decode_down, encode_down
+from .loader import Broadcaster, LoaderProcess, SupervisorFeed
 from .logs import tag_worker
 from .metrics import MetricsServer, ServerStatus, Stats, combined
+from .model import ZoneData
 from .privileges import drop_privileges, warn_if_root
-from .reload import LoadResult, LoadSequence, load_all, signature, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_files
 from .server import Listener, Server, bind_listeners, event_loop_runner, on_signals
 
 log = logging.getLogger("smartdns")
@@ -121,6 +124,10 @@ class Supervisor(LoadSequence[None]):
         self.retired = Stats()  # counters of workers that exited, so that totals never go back
         self.metrics = MetricsServer(self.total_stats, self.current_status)
         self.stopping = asyncio.Event()
+        self.broadcaster = Broadcaster()
+        self.reason = ""  # of the reload under way
+        self.loader: LoaderProcess | None = None
+        self.parsed_before: dict[str, ZoneData] = {}  # for loading here, should the loader be gone
 
     def total_stats(self) -> Stats:
         return combined(self.retired, *[w.snapshot for w in self.workers if w is not None and w.snapshot])
@@ -133,12 +140,17 @@ class Supervisor(LoadSequence[None]):
     def start_worker(self, index: int) -> None:
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
+        updates_read, updates_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's frames
             code = 1
             try:
                 os.close(down_write)
                 os.close(up_read)
+                os.close(updates_write)
+                self.broadcaster.close_in_child()
+                if self.loader is not None:
+                    self.loader.sock.close()
                 # nothing of the supervisor's stays open here: its pipes to the other workers (or they
                 # would not see it go), its metrics listener
                 for other_worker in self.workers:
@@ -154,13 +166,15 @@ class Supervisor(LoadSequence[None]):
                 # worker 0 speaks for all of them about loads, reloads and zone errors (each loads and signs
                 # the same files); the others log those at debug level, the supervisor not at all
                 code = _worker_process(self.config, self.overrides, self.sets[index], down_read, up_write,
-                                       announces=index == 0)
+                                       SupervisorFeed(self.zones, updates_read), announces=index == 0)
             except BaseException:  # whatever happens, the child must not run on as a supervisor
                 log.exception("worker %d failed", index)
             finally:
                 os._exit(code)
         os.close(down_read)
         os.close(up_write)
+        os.close(updates_read)
+        self.broadcaster.add(pid, updates_write)
         worker = Worker(pid, os.fdopen(down_write, "wb", buffering=0), threading.Event())
         self.workers[index] = worker
         self._send(worker, encode_down(self.health.down))
@@ -190,9 +204,37 @@ class Supervisor(LoadSequence[None]):
                 self._send(worker, line)
 
     def prepare(self, config: Config) -> tuple[None, LoadResult]:
-        return None, load_all(config, self.zones, sign=False)  # it only probes: the workers sign
+        if self.loader is not None:
+            try:
+                result = self.loader.load(config, self.zones, self.sign_at, self.reparse)
+            except (EOFError, OSError) as exc:
+                log.error("zone loader gone (%s): loading in this process from now on", exc)
+                self.loader = None
+                return self.prepare(config)
+        else:  # octoDNS's cycles must not be frozen with the data the workers inherit
+            result = load_all(config, self.zones, self.sign_at, parsed_before=self.parsed_before, reparse=self.reparse)
+            gc.collect()
+        report(result)  # once, here: the workers say nothing of it
+        return None, result
+
+    async def reload(self, reason: str, sign_at: float | None = None, reparse: bool = False) -> None:
+        self.reason = reason
+        await super().reload(reason, sign_at, reparse)
+
+    def apply(self, config: Config, prepared: None, result: LoadResult, first: bool) -> None:
+        if not first:  # the workers have `self.zones`: what changed goes to each
+            self.broadcaster.send(result.zones, self.zones, result, self.reason)
+
+    def _close_sockets(self) -> None:
+        for listeners in self.sets:
+            for listener in listeners:
+                listener.udp.close()
+                listener.tcp.close()
 
     async def run(self) -> None:
+        # The zones are loaded (and signed) in a child forked now, before any thread: the data the
+        # workers inherit is then all this process holds, without the loader's leftovers.
+        self.loader = LoaderProcess(self._close_sockets)
         self.health.on_change.append(self.broadcast)
         if self.config.metrics is not None:
             await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
@@ -208,6 +250,7 @@ class Supervisor(LoadSequence[None]):
         # the edits made while the workers started count too: this process speaks for their reloads
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
                                               self.stopping, seen=before_load))
+        resigner = asyncio.ensure_future(self.resign())  # the workers get the signed zones from us
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), RESTART_DELAY)
@@ -222,17 +265,18 @@ class Supervisor(LoadSequence[None]):
                     if worker.snapshot:
                         self.retired.add(worker.snapshot)
                     worker.to_worker.close()
+                    self.broadcaster.remove(worker.pid)
                     self.start_worker(index)
         watcher.cancel()
+        resigner.cancel()
         self.health.stop()
         self.metrics.close()
         await self.stop_workers()
+        if self.loader is not None:
+            self.loader.close()
 
     async def forward_sighup(self) -> None:
-        for worker in self.workers:
-            if worker is not None:
-                _signal(worker.pid, signal.SIGHUP)  # each worker reloads now
-        await self.reload("SIGHUP")
+        await self.reload("SIGHUP", reparse=True)  # the workers get what changed from us
 
     async def stop_workers(self) -> None:
         for worker in self.workers:
@@ -267,8 +311,8 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[Listener], down_fd: int,
-                    up_fd: int, announces: bool = True) -> int:
-    """Runs in the forked child: its own loop, its own data, health from the supervisor."""
+                    up_fd: int, feed: SupervisorFeed, announces: bool = True) -> int:
+    """Runs in the forked child: its own loop, the supervisor's data and health."""
     signal.set_wakeup_fd(-1)  # the supervisor's loop owned it
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -276,7 +320,7 @@ def _worker_process(config: Config, overrides: dict[str, Any], listeners: list[L
     up = os.fdopen(up_fd, "w", buffering=1)
     view = HealthView()
     server = Server(config, listeners, view, overrides, lambda: print("ready", file=up, flush=True), metrics=False,
-                    share=1 / worker_count(config), announces=announces)
+                    share=1 / worker_count(config), announces=announces, feed=feed)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

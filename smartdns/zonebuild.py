@@ -21,6 +21,8 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 
 from .config import SoaSettings
 from .model import (
@@ -80,6 +82,8 @@ class ZoneBuilder:
         self.soa_settings = soa
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
+        self.rdatas: dict[tuple[dns.rdatatype.RdataType, str], dns.rdata.Rdata] = {}
+        self.sizes: dict[int, int] = {}  # wire length of each rdata above, by id
 
     def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
         self.problems.append(Problem(self.path, line, name, rtype, reason))
@@ -95,7 +99,7 @@ class ZoneBuilder:
             rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
             if any(r is None for r in rdatas):
                 continue
-            size = sum(len(r.to_wire() or b"") + RR_OVERHEAD for r in rdatas if r is not None)
+            size = sum(self.sizes[id(r)] + RR_OVERHEAD for r in rdatas if r is not None)
             if size > MAX_RRSET:
                 self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record.rtype,
                              f"the values take {size} bytes in wire format, more than a DNS message can carry "
@@ -114,12 +118,13 @@ class ZoneBuilder:
         self.warn_geo_bypass(records)
         soa, serial = self.soa(nodes, digest_items)
         nodes.setdefault(name_key(self.origin), {})[dns.rdatatype.SOA] = StaticRRset(soa)
-        names = set()
-        for key in nodes:
-            name = dns.name.from_wire(key, 0)[0]
-            while len(name) >= len(self.origin):
-                names.add(name_key(name))
-                name = name.parent()
+        names: set[bytes] = set()
+        apex = len(name_key(self.origin))
+        for key in nodes:  # each name's wire form and its ancestors' (its suffixes at label starts), down to the apex
+            at = 0
+            while len(key) - at >= apex:
+                names.add(key[at:])
+                at += key[at] + 1
         return ZoneData(
             origin=self.origin,
             path=self.path,
@@ -134,11 +139,23 @@ class ZoneBuilder:
         )
 
     def rdata(self, rdtype: dns.rdatatype.RdataType, text: str, record: RecordSpec) -> dns.rdata.Rdata | None:
+        """The value as an rdata; one object for every equal value of the zone (they are immutable)."""
+        known = self.rdatas.get((rdtype, text))
+        if known is not None:
+            return known
         entry = record.entry
         line = entry.line_of("value") if "value" in entry else entry.line_of("values")
+        rdata: dns.rdata.Rdata
         try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
-            size = len(rdata.to_wire() or b"")
+            if rdtype == dns.rdatatype.A:  # most of a big zone: the constructor checks what the text parser would
+                rdata = dns.rdtypes.IN.A.A(dns.rdataclass.IN, rdtype, text)
+                size = 4
+            elif rdtype == dns.rdatatype.AAAA:
+                rdata = dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, rdtype, text)
+                size = 16
+            else:
+                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
+                size = len(rdata.to_wire() or b"")
         except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
             self.problem(line, record.name, record.rtype, f"value {_short(text)!r} cannot be encoded: {exc}")
             return None
@@ -146,6 +163,8 @@ class ZoneBuilder:
             self.problem(line, record.name, record.rtype,
                          f"value is {size} bytes in wire format, more than the {MAX_RDATA} one record can hold")
             return None
+        self.rdatas[(rdtype, text)] = rdata
+        self.sizes[id(rdata)] = size
         return rdata
 
     def dynamic(self, record: RecordSpec, spec: DynamicSpec, rdtype: dns.rdatatype.RdataType,

@@ -189,6 +189,13 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def workers_of(server: SmartDNS) -> list[int]:
+    """A server's worker processes: its children but the zone loader (whose pid the log gives)."""
+    assert server.proc is not None
+    loader = int(server.wait_for_log(r"zone loader started \(pid \d+\)").rsplit("pid ", 1)[1].rstrip(")"))
+    return [pid for pid in children(server.proc.pid) if pid != loader]
+
+
 # Fixtures that start a smartdns process (or run `smartdns` commands) for each test or module: a
 # test that uses one takes seconds, so it is marked slow here rather than by hand in every module,
 # and `python3 -m pytest -m "not slow"` leaves it out. Slow tests without such a fixture carry

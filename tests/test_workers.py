@@ -6,19 +6,19 @@ import os
 import signal
 import time
 
-from conftest import DOMESTIC_MX, OVERSEAS, OVERSEAS_MX, Listener, children, free_port, health_zone, wait_for
+from conftest import DOMESTIC_MX, OVERSEAS, OVERSEAS_MX, Listener, free_port, health_zone, wait_for, workers_of
 
 
 def test_two_workers_answer_on_one_port_and_restart(smartdns):
     server = smartdns(copy_example=True, args=("--workers", "2"))
-    workers = children(server.proc.pid)
+    workers = workers_of(server)
     assert len(workers) == 2
     for tcp in (False, True):
         for _ in range(20):  # the kernel spreads queries over both sockets
             assert server.query("mx.example.com", "A", tcp=tcp).answer
     os.kill(workers[0], signal.SIGKILL)
     server.wait_for_log(r"worker \d exited with -9: starting it again")
-    wait_for(lambda: len(children(server.proc.pid)) == 2 and workers[0] not in children(server.proc.pid), 10)
+    wait_for(lambda: len(workers_of(server)) == 2 and workers[0] not in workers_of(server), 10)
     time.sleep(1)
     for _ in range(20):
         assert server.query("mx.example.com", "A").answer
