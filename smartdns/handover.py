@@ -13,6 +13,7 @@ what is in it; the pieces of the changed zones follow in the order it lists them
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import gc
 import pickle
@@ -56,7 +57,8 @@ class Update:
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
     kept: tuple[str, ...]
-    changed: tuple[tuple[str, ZoneData, int, int], ...]  # (file, zone without names and nodes, pieces of each)
+    # (file, zone without names and nodes, pieces of each, a signed zone's dynamic signatures by (owner, type))
+    changed: tuple[tuple[str, ZoneData, int, int, dict[tuple[bytes, int], Any]], ...]
     reason: str = ""  # why the sender loaded
     parsed: int = 0  # files the sender parsed again
 
@@ -74,11 +76,39 @@ def encode(zones: Mapping[str, ZoneData], previous: Mapping[str, ZoneData], prob
         names = sorted(zone.names)
         node_pieces = [_dump(dict(nodes[i:i + PIECE])) for i in range(0, len(nodes), PIECE)]
         name_pieces = [_dump(names[i:i + PIECE * 4]) for i in range(0, len(names), PIECE * 4)]
-        shell = replace(zone, nodes=MappingProxyType({}), names=frozenset())
-        changed.append((path, shell, len(node_pieces), len(name_pieces)))
+        shell, variants = _portable(replace(zone, nodes=MappingProxyType({}), names=frozenset()), zone)
+        changed.append((path, shell, len(node_pieces), len(name_pieces), variants))
         pieces += node_pieces + name_pieces
     update = Update(tuple(zones), unchanged, problems, warnings, kept, tuple(changed), reason, parsed)
     return [_dump(update)] + pieces
+
+
+def _portable(shell: ZoneData, zone: ZoneData) -> tuple[ZoneData, dict[tuple[bytes, int], Any]]:
+    """A signed zone finds the signatures of an RRset by the RRset's identity (dnssec.zone.SignedZone),
+    which does not cross processes: they travel by (owner, type) and are found again by `decode`."""
+    signed = zone.dnssec
+    if signed is None:
+        return shell, {}
+    variants = {(owner, int(rdtype)): signed.dynamic[id(source)]
+                for owner, node in zone.nodes.items() for rdtype, source in node.items() if id(source) in signed.dynamic}
+    portable = copy.copy(signed)
+    portable.static, portable.dynamic = {}, {}
+    return replace(shell, dnssec=portable), variants
+
+
+def _signatures_by_identity(shell: ZoneData, nodes: Mapping[bytes, Any], variants: dict[tuple[bytes, int], Any]) -> None:
+    signed = shell.dnssec  # a fresh copy of the sender's, ours to complete
+    if signed is None:
+        return
+    for owner, node in nodes.items():
+        for rdtype, source in node.items():
+            rdataset = getattr(source, "rdataset", None)
+            sigs = signed.by_type.get((owner, rdtype)) if rdataset is not None else None
+            if sigs is not None:
+                signed.static[id(rdataset)] = sigs
+            entry = variants.get((owner, int(rdtype)))
+            if entry is not None:
+                signed.dynamic[id(source)] = entry
 
 
 def _dump(value: Any) -> bytes:
@@ -110,7 +140,7 @@ def receive(read: Callable[[int], bytes]) -> list[bytes]:
     """Every frame of one update (reading releases the interpreter; nothing is decoded yet)."""
     first = read_frame(read)
     update = pickle.loads(first)
-    count = sum(nodes + names for _, _, nodes, names in update.changed)
+    count = sum(nodes + names for _, _, nodes, names, _ in update.changed)
     return [first] + [read_frame(read) for _ in range(count)]
 
 
@@ -126,7 +156,7 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
     gc.disable()
     sys.setswitchinterval(0.001)  # an answering thread that wants the interpreter gets it within 1 ms
     try:
-        for path, shell, node_count, name_count in update.changed:
+        for path, shell, node_count, name_count, variants in update.changed:
             nodes: dict[bytes, Any] = {}
             for _ in range(node_count):
                 nodes.update(pickle.loads(frames[at]))
@@ -137,6 +167,7 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
                 names += pickle.loads(frames[at])
                 at += 1
                 time.sleep(PAUSE)
+            _signatures_by_identity(shell, nodes, variants)
             built[path] = replace(shell, nodes=MappingProxyType(nodes), names=frozenset(names))
     except BaseException:
         gc.enable()

@@ -72,6 +72,10 @@ class ZoneKey:
     timing: Timing
     path: Path  # the .private file; the .key file is beside it
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as its raw private key: the loader process hands signed zones over (smartdns.handover)."""
+        return (_key_from_parts, (self.zone, self.dnskey, _raw_private(self.private), self.timing, self.path))
+
     @property
     def algorithm(self) -> int:
         return int(self.dnskey.algorithm)
@@ -133,6 +137,10 @@ def _raw_private(private: GenericPrivateKey) -> bytes:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.private_bytes_raw()
     raise KeyFileError(f"unsupported key type {type(key).__name__}")
+
+
+def _key_from_parts(zone: dns.name.Name, dnskey: DNSKEY, raw: bytes, timing: Timing, path: Path) -> ZoneKey:
+    return ZoneKey(zone, dnskey, _private_from_raw(int(dnskey.algorithm), raw), timing, path)
 
 
 def _private_from_raw(algorithm: int, raw: bytes) -> GenericPrivateKey:
