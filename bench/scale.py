@@ -368,7 +368,10 @@ sys.path.insert(0, sys.argv[2])
 from scale import make_query, random_ecs
 from smartdns.config import load_config
 import smartdns.server as server
-from smartdns.responder import Responder
+try:
+    from smartdns.hotcache import Responder  # where it is since the responder was split
+except ImportError:
+    from smartdns.responder import Responder
 config = load_config(sys.argv[3])
 state = server.build_state(config)[0]
 responder = Responder(state, counting=False)
