@@ -100,12 +100,14 @@ def _signatures_by_identity(shell: ZoneData, nodes: Mapping[bytes, Any], variant
     signed = shell.dnssec  # a fresh copy of the sender's, ours to complete
     if signed is None:
         return
+    for nsec, nsec_sigs in zip(signed.nsec.rdatasets, signed.nsec_sigs):  # an NSEC asked for by type
+        signed.static[id(nsec)] = nsec_sigs
     for owner, node in nodes.items():
         for rdtype, source in node.items():
-            rdataset = getattr(source, "rdataset", None)
-            sigs = signed.by_type.get((owner, rdtype)) if rdataset is not None else None
+            static = getattr(source, "rdataset", None)
+            sigs = signed.by_type.get((owner, rdtype)) if static is not None else None
             if sigs is not None:
-                signed.static[id(rdataset)] = sigs
+                signed.static[id(static)] = sigs
             entry = variants.get((owner, int(rdtype)))
             if entry is not None:
                 signed.dynamic[id(source)] = entry
