@@ -91,6 +91,9 @@ def load_all(config: Config, previous: Mapping[str, ZoneData] | None = None, now
         by_origin[origin] = key
         zones[key] = zone
         warnings.extend(zone.warnings)
+    for name in sorted(config.dnssec_nsec3 - set(by_origin)):  # a typo would quietly leave the zone on NSEC
+        warnings.append(Problem(config.source or "config", 0, "", "",
+                                f"dnssec nsec3: {name} is not a zone in {config.zones}"))
     present = {str(path) for path in files}
     for key, zone in previous.items():
         if key not in present:

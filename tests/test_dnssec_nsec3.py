@@ -224,3 +224,15 @@ def test_config_names_the_zones(tmp_path):
     path.write_text("zones: zones\ndnssec: {keys: keys, nsec3: example.com}\n")
     with pytest.raises(ConfigError, match="nsec3"):
         load_config(path)
+
+
+def test_check_warns_of_an_nsec3_zone_that_is_not_served(tmp_path):
+    (tmp_path / "zones").mkdir()
+    (tmp_path / "zones" / "example.com.yaml").write_text(zone_text())
+    config = tmp_path / "smartdns.yaml"
+    config.write_text("zones: zones\ndnssec: {keys: keys, nsec3: [example.com, exmaple.com]}\n")
+    done = subprocess.run([sys.executable, "-m", "smartdns", "check", "--config", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "dnssec nsec3: exmaple.com. is not a zone in" in done.stdout
+    assert "dnssec nsec3: example.com." not in done.stdout
