@@ -236,3 +236,23 @@ def test_check_warns_of_an_nsec3_zone_that_is_not_served(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "dnssec nsec3: exmaple.com. is not a zone in" in done.stdout
     assert "dnssec nsec3: example.com." not in done.stdout
+
+
+def test_workers_answer_from_the_handed_over_nsec3_chain(smartdns, geo_mmdb, tmp_path):
+    """With workers the chain is built by the supervisor and handed over: the proofs still hold."""
+    keys.generate(ZONE, 13, tmp_path / "keys")
+    server = smartdns(zones={"example.com.": zone_text()},
+                      config={"geodb": [str(geo_mmdb)], "workers": 2,
+                              "dnssec": {"keys": str(tmp_path / "keys"), "nsec3": ["example.com"]}})
+    keyset = server.query("example.com", "DNSKEY", want_dnssec=True)
+    server.keyset = {ZONE: next(r for r in keyset.answer if r.rdtype == dns.rdatatype.DNSKEY)}
+    for i in range(20):  # the kernel spreads queries over both workers
+        tcp = bool(i % 2)
+        name = dns.name.from_text(f"x{i}.y.b.ent.example.com.")
+        response = ask(server, name.to_text(), "A", tcp)
+        assert response.rcode() == dns.rcode.NXDOMAIN
+        validated(server, response)
+        assert_nxdomain_proven(nsec3s(response), name)
+        param = ask(server, "example.com", "NSEC3PARAM", tcp)
+        validated(server, param)
+        assert [r.to_text() for r in param.answer[0]] == ["1 0 0 -"]
