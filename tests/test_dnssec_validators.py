@@ -183,8 +183,10 @@ def test_delv_unbound_and_ldns_validate_the_example_zone(tmp_path: Path) -> None
     words = found["flood"].split()
     count, nxdomain, reached = int(words[1]), int(words[3]), int(words[5])
     assert count == nxdomain == 300, output
-    # aggressive use of the NSEC chain (RFC 8198): the resolver answers random names itself
-    assert reached <= 10, output
+    # aggressive use of the NSEC chain (RFC 8198): the resolver answers random names itself. A few
+    # reach us per NSEC interval until its proof is cached (about 10 on a quiet machine), and a
+    # busy machine adds Unbound's retries (16 seen); without aggressive use all 300 would.
+    assert reached <= 30, output
 
 
 def test_delv_unbound_and_ldns_validate_an_nsec3_zone(tmp_path: Path) -> None:
