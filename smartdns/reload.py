@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Iterable, Mapping, TypeVar
 
 import dns.exception
 import dns.name
@@ -27,6 +27,9 @@ from .health import HealthView
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
 from .zonefile import load_zone, zone_name_for
+
+if TYPE_CHECKING:  # loader.py imports this module
+    from .loader import LoaderProcess
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,21 @@ class LoadSequence(Generic[Prepared]):
         self.reloading = asyncio.Lock()
         self.reparse = False  # this load parses every file, changed or not (SIGHUP: edits no stat shows)
         self.stopping = asyncio.Event()
+        # Parsing runs in a loader process when there is one, so the answering interpreter never holds it
+        self.loader: LoaderProcess | None = None
+        self.parsed_before: dict[str, ZoneData] = {}  # for loading here, should the loader be gone
+
+    def load_zones(self, config: Config) -> LoadResult:
+        """Runs in a worker thread: the zones from the loader process, or here if it is gone."""
+        if self.loader is not None:
+            try:
+                return self.loader.load(config, self.zones, self.sign_at, self.reparse)
+            except (EOFError, OSError) as exc:
+                log.error("zone loader gone (%s): loading in this process from now on", exc)
+                self.loader = None
+        result = load_all(config, self.zones, self.sign_at, parsed_before=self.parsed_before, reparse=self.reparse)
+        gc.collect()  # octoDNS's cycles must not be frozen with the data
+        return result
 
     def prepare(self, config: Config) -> tuple[Prepared, LoadResult]:
         """Runs in a worker thread: load the zones and make whatever `apply` needs from them."""

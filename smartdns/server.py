@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import signal
 import socket
@@ -146,8 +145,6 @@ class Server(LoadSequence[State]):
         # Where zones come from: a worker's supervisor (`feed`), else a loader process of our own;
         # the interpreter that answers queries never parses a zone file.
         self.feed = feed
-        self.loader: LoaderProcess | None = None
-        self.parsed_before: dict[str, ZoneData] = {}  # for loading here, should the loader be gone
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
         self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
@@ -263,18 +260,9 @@ class Server(LoadSequence[State]):
     def prepare(self, config: Config) -> tuple[State, LoadResult]:
         if self.feed is not None:
             result = self.feed.load(self.zones)  # the supervisor reported what is wrong
-        elif self.loader is not None:
-            try:
-                result = self.loader.load(config, self.zones, self.sign_at, self.reparse)
-            except (EOFError, OSError) as exc:
-                log.error("zone loader gone (%s): loading in this process from now on", exc)
-                self.loader = None
-                return self.prepare(config)
+        else:
+            result = self.load_zones(config)
             report(result, quiet=not self.announces)
-        else:  # octoDNS's cycles must not be frozen with the data
-            result = load_all(config, self.zones, self.sign_at, parsed_before=self.parsed_before, reparse=self.reparse)
-            report(result, quiet=not self.announces)
-            gc.collect()
         return state_for(config, result, self.health.is_up), result
 
     def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:

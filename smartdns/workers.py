@@ -16,7 +16,6 @@ sockets.
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import json
 import logging
@@ -33,9 +32,8 @@ from .health import HealthMonitor, HealthView, decode_down, encode_down
 from .loader import Broadcaster, LoaderProcess, SupervisorFeed
 from .logs import tag_worker
 from .metrics import MetricsServer, ServerStatus, Stats, combined
-from .model import ZoneData
 from .privileges import drop_privileges, warn_if_root
-from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_files
+from .reload import LoadResult, LoadSequence, report, signature, watch, watched_files
 from .server import Listener, Server, bind_listeners, event_loop_runner, on_signals
 
 log = logging.getLogger("smartdns")
@@ -126,8 +124,6 @@ class Supervisor(LoadSequence[None]):
         self.stopping = asyncio.Event()
         self.broadcaster = Broadcaster()
         self.reason = ""  # of the reload under way
-        self.loader: LoaderProcess | None = None
-        self.parsed_before: dict[str, ZoneData] = {}  # for loading here, should the loader be gone
 
     def total_stats(self) -> Stats:
         return combined(self.retired, *[w.snapshot for w in self.workers if w is not None and w.snapshot])
@@ -204,16 +200,7 @@ class Supervisor(LoadSequence[None]):
                 self._send(worker, line)
 
     def prepare(self, config: Config) -> tuple[None, LoadResult]:
-        if self.loader is not None:
-            try:
-                result = self.loader.load(config, self.zones, self.sign_at, self.reparse)
-            except (EOFError, OSError) as exc:
-                log.error("zone loader gone (%s): loading in this process from now on", exc)
-                self.loader = None
-                return self.prepare(config)
-        else:  # octoDNS's cycles must not be frozen with the data the workers inherit
-            result = load_all(config, self.zones, self.sign_at, parsed_before=self.parsed_before, reparse=self.reparse)
-            gc.collect()
+        result = self.load_zones(config)
         report(result)  # once, here: the workers say nothing of it
         return None, result
 
