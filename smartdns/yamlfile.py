@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from . import blockyaml
+
 try:  # libyaml is an order of magnitude faster on big zones
     _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
@@ -80,8 +82,47 @@ def _make_loader(path: str) -> type:
     return _Loader
 
 
+_IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers  # the rules CSafeLoader and SafeLoader resolve by
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_RESOLVED: dict[str, Any] = {}  # plain scalars seen before (keys, types, common values): resolved once
+
+
+def _plain(text: str) -> Any:
+    """A plain scalar's value as PyYAML's safe loader makes it (an int, a bool, None, a date, a str)."""
+    try:
+        return _RESOLVED[text]
+    except KeyError:
+        pass
+    value: Any = text
+    for tag, regexp in _IMPLICIT.get(text[0], ()):
+        if regexp.match(text):
+            construct = _CONSTRUCTOR.yaml_constructors.get(tag)
+            if construct is None or tag == "tag:yaml.org,2002:merge":
+                raise blockyaml.Unsupported  # '<<', '=': the full parser's to handle
+            value = construct(_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+            break
+    if len(_RESOLVED) < 4096 and (value is not text or len(text) < 16):
+        _RESOLVED[text] = value
+    return value
+
+
+def _mapping() -> LineDict:
+    return LineDict()
+
+
 def load_text(text: str | bytes, path: str) -> Any:
-    """Parse one YAML document; `path` is only used in messages."""
+    """Parse one YAML document; `path` is only used in messages.
+
+    Zone files in the block style they are written in go through the fast reader
+    (blockyaml.py); anything else, and every file with an error, through PyYAML.
+    """
+    if isinstance(text, str):
+        try:
+            return blockyaml.read(text, path, _plain, _mapping)
+        except blockyaml.Unsupported:
+            pass
+        except RecursionError:
+            raise YamlError(path, 1, "nested too deeply") from None
     try:
         return yaml.load(text, Loader=_make_loader(path))  # a SafeLoader subclass
     except YamlError:
