@@ -24,6 +24,7 @@ from .dnssec.keys import key_files as zone_key_files
 from .dnssec.zone import sign_zone
 from .geo import GeoDatabaseError
 from .health import HealthView
+from .inotify import DirectoryWatch, InotifyUnavailable
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
 from .zonefile import load_zone, zone_name_for
@@ -159,35 +160,127 @@ def watched_files(config: Config) -> list[Path]:
     return files
 
 
-WATCH_INTERVAL = 1.0  # seconds between looks at the files
+def watched_directories(config: Config) -> list[Path]:
+    """Where the watched files live or would appear: the zones and DNSSEC key directories, the
+    config file's and every GeoIP file's directory."""
+    directories = [config.zones, config.dnssec_keys, *(path.parent for path in config.geodb)]
+    if config.source:
+        directories.append(Path(config.source).parent)
+    return directories
+
+
+WATCH_INTERVAL = 1.0  # seconds between looks at the files, where inotify cannot be used
+# A burst of events (a write then a rename, a `git checkout` of many files) is one reload: the look
+# comes this long after the burst's last event, and never later than SETTLE_MAX after its first.
+SETTLE_QUIET = 0.08
+SETTLE_MAX = 0.5
+# With inotify, a look at the files anyway this often: changes made by another machine on a network
+# filesystem (NFS, CIFS) or inside a FUSE one raise no event here.
+SAFETY_INTERVAL = 30.0
 
 
 async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
-                stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: Signature | None = None) -> None:
+                stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: Signature | None = None,
+                directories: Callable[[], list[Path]] | None = None) -> None:
     """Call `on_change` when the files change and have stopped changing (a write in progress is waited out).
 
+    `directories`: where they live, watched with inotify: a change is looked at once its burst of
+    events is over. Without them, without inotify or past its limits: a look every `interval`.
+    Either way a change is what the files' signature shows (an editor's swap file is no reload).
     `seen`: the files' signature taken before the first load, so that an edit made while that load
     and the start went on is not taken for the baseline and missed.
     """
     seen = signature(files()) if seen is None else seen
-    while not stopping.is_set():
-        try:
-            await asyncio.wait_for(stopping.wait(), interval)
+    if directories is not None:
+        last = await _watch_events(files, directories, on_change, stopping, seen)
+        if last is None:
             return
-        except asyncio.TimeoutError:
-            pass
+        seen = last
+    await _poll(files, on_change, stopping, interval, seen)
+
+
+async def _watch_events(files: Callable[[], list[Path]], directories: Callable[[], list[Path]],
+                        on_change: Callable[[], Awaitable[None]], stopping: asyncio.Event,
+                        seen: Signature) -> Signature | None:
+    """Watch with inotify until stopping (None), or until it cannot be used (the last signature seen)."""
+    try:
+        watcher = DirectoryWatch(asyncio.get_running_loop())
+    except InotifyUnavailable as exc:
+        log.warning("%s: looking at the files every %.0f s instead", exc, WATCH_INTERVAL)
+        return seen
+    try:
+        while not stopping.is_set():
+            watcher.changed.clear()  # before the look: an event from now on is a change it may not see
+            try:
+                watcher.watch(directories())  # again each time: a reload may have moved them
+            except InotifyUnavailable as exc:
+                log.warning("%s: looking at the files every %.0f s instead", exc, WATCH_INTERVAL)
+                return seen
+            now = signature(files())
+            if now != seen:
+                log.debug("files changed (%d inotify events so far)", watcher.events)
+                seen = now
+                await _reload(on_change)  # events meanwhile leave `changed` set: waited out below
+            if await _first_of(stopping, watcher.changed, SAFETY_INTERVAL):
+                return None
+            if watcher.changed.is_set() and await _settle(watcher, stopping):
+                return None
+        return None
+    finally:
+        watcher.close()
+
+
+async def _first_of(stopping: asyncio.Event, changed: asyncio.Event, timeout: float) -> bool:
+    """Wait for an event, the stop or the timeout; True: stopping."""
+    waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(changed.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    return stopping.is_set()
+
+
+async def _settle(watcher: DirectoryWatch, stopping: asyncio.Event) -> bool:
+    """Wait out a burst of events: SETTLE_QUIET without one, SETTLE_MAX at most; True: stopping."""
+    deadline = time.monotonic() + SETTLE_MAX
+    while True:
+        pause = min(watcher.last_event + SETTLE_QUIET, deadline) - time.monotonic()
+        if pause <= 0:
+            return False
+        if await _stopped(stopping, pause):
+            return True
+
+
+async def _stopped(stopping: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _poll(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
+                stopping: asyncio.Event, interval: float, seen: Signature) -> None:
+    """A look at the files every `interval`; a change is waited out for half of it before the reload."""
+    while not await _stopped(stopping, interval):
         now = signature(files())
         if now == seen:
             continue
-        await asyncio.sleep(interval / 2)
+        if await _stopped(stopping, interval / 2):
+            return
         settled = signature(files())
         if settled != now:
             continue  # still being written: look again next round
         seen = settled
-        try:
-            await on_change()
-        except Exception:  # a failed reload must not end the watching
-            log.exception("reload failed")
+        await _reload(on_change)
+
+
+async def _reload(on_change: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await on_change()
+    except Exception:  # a failed reload must not end the watching
+        log.exception("reload failed")
 
 
 def report(result: LoadResult, quiet: bool = False) -> None:

@@ -34,7 +34,7 @@ from .loader import LoaderProcess, SupervisorFeed
 from .metrics import MetricsServer, ServerStatus, combined
 from .model import ZoneData
 from .policy import IsUp, static_status
-from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_files
+from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_directories, watched_files
 from .responder import State
 from .rrl import RateLimiter
 from .zonefile import CONTINENT_OF
@@ -291,7 +291,8 @@ class Server(LoadSequence[State]):
             on_signals(self.stopping, lambda: self.reload("SIGHUP", reparse=True))
             tasks.append(asyncio.ensure_future(watch(lambda: watched_files(self.config),
                                                      lambda: self.reload("files changed"), self.stopping,
-                                                     seen=before_load)))
+                                                     seen=before_load,
+                                                     directories=lambda: watched_directories(self.config))))
             tasks.append(asyncio.ensure_future(self.resign()))
         else:  # the supervisor reloads and signs, and sends us the result
             on_signals(self.stopping, None)

@@ -33,7 +33,7 @@ from .loader import Broadcaster, LoaderProcess, SupervisorFeed
 from .logs import tag_worker
 from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .privileges import drop_privileges, warn_if_root
-from .reload import LoadResult, LoadSequence, report, signature, watch, watched_files
+from .reload import LoadResult, LoadSequence, report, signature, watch, watched_directories, watched_files
 from .server import Listener, Server, bind_listeners, event_loop_runner, on_signals
 
 log = logging.getLogger("smartdns")
@@ -236,7 +236,8 @@ class Supervisor(LoadSequence[None]):
         announce(self.sets[0], len(self.sets))
         # the edits made while the workers started count too: this process speaks for their reloads
         watcher = asyncio.ensure_future(watch(lambda: watched_files(self.config), lambda: self.reload("files changed"),
-                                              self.stopping, seen=before_load))
+                                              self.stopping, seen=before_load,
+                                              directories=lambda: watched_directories(self.config)))
         resigner = asyncio.ensure_future(self.resign())  # the workers get the signed zones from us
         while not self.stopping.is_set():
             try:

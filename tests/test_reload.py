@@ -85,6 +85,30 @@ def test_edit_goes_live_with_zero_lost_queries(smartdns):
     assert 1 <= reloads <= 3, server.log
 
 
+def watcher_reloads(server) -> list[str]:
+    """The watcher's reloads, as the serving process (with workers: worker 0, for all) logs them."""
+    return [line for line in server.log_lines if "reloaded (files changed)" in line]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_edits_are_noticed_without_sighup_and_a_burst_is_few_reloads(smartdns, workers):
+    names = [f"z{i:02d}.test" for i in range(50)]
+    server = smartdns(zones={name: ZONE.format(version=1, address="10.0.0.1") for name in names},
+                      args=("--workers", str(workers)))
+    served = lambda name: server.query(f"mx.{name}", "A").answer[0][0].address  # noqa: E731
+    server.write_zone(names[7], ZONE.format(version=2, address="10.0.0.2"))  # no signal: the watcher must see it
+    wait_for(lambda: served(names[7]) == "10.0.0.2", 10)
+    server.wait_for_log(r"reloaded \(files changed\): 50 zones \(1 parsed again\)")  # the one file alone
+    assert len(watcher_reloads(server)) == 1, server.log
+    for name in names:  # as a `git checkout` that changes every file
+        server.write_zone(name, ZONE.format(version=3, address="10.0.0.3"))
+    for name in names:
+        wait_for(lambda name=name: served(name) == "10.0.0.3", 10)
+    time.sleep(1.0)  # a reload still to come would be logged by now
+    # a reload when the burst is over; one or two more if a loaded machine spread the writes out
+    assert 2 <= len(watcher_reloads(server)) <= 4, server.log
+
+
 def test_serial_follows_content_not_time(smartdns):
     server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")})
     serial = lambda: server.query("example.com", "SOA").answer[0][0].serial  # noqa: E731
