@@ -192,7 +192,7 @@ async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitab
     """
     seen = signature(files()) if seen is None else seen
     if directories is not None:
-        last = await _watch_events(files, directories, on_change, stopping, seen)
+        last = await _watch_events(files, directories, on_change, stopping, seen, interval)
         if last is None:
             return
         seen = last
@@ -201,12 +201,12 @@ async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitab
 
 async def _watch_events(files: Callable[[], list[Path]], directories: Callable[[], list[Path]],
                         on_change: Callable[[], Awaitable[None]], stopping: asyncio.Event,
-                        seen: Signature) -> Signature | None:
+                        seen: Signature, interval: float) -> Signature | None:
     """Watch with inotify until stopping (None), or until it cannot be used (the last signature seen)."""
     try:
         watcher = DirectoryWatch(asyncio.get_running_loop())
     except InotifyUnavailable as exc:
-        log.warning("%s: looking at the files every %.0f s instead", exc, WATCH_INTERVAL)
+        log.warning("%s: looking at the files every %g s instead", exc.strerror, interval)
         return seen
     try:
         while not stopping.is_set():
@@ -214,7 +214,7 @@ async def _watch_events(files: Callable[[], list[Path]], directories: Callable[[
             try:
                 watcher.watch(directories())  # again each time: a reload may have moved them
             except InotifyUnavailable as exc:
-                log.warning("%s: looking at the files every %.0f s instead", exc, WATCH_INTERVAL)
+                log.warning("%s: looking at the files every %g s instead", exc.strerror, interval)
                 return seen
             now = signature(files())
             if now != seen:

@@ -62,8 +62,10 @@ class SmartDNS:
     """One running server process."""
 
     def __init__(self, workdir: Path, zones: dict[str, str] | None = None, config: dict[str, Any] | None = None,
-                 args: tuple[str, ...] = (), copy_example: bool = False, command: tuple[str, ...] = ("serve",)) -> None:
+                 args: tuple[str, ...] = (), copy_example: bool = False, command: tuple[str, ...] = ("serve",),
+                 wrapper: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.wrapper = wrapper  # a command that execs the server (unshare ... sh -c '...; exec "$@"')
         self.command = command  # ("route",): the Postfix routing service instead of DNS
         self.zones_dir = workdir / "zones"
         self.zones_dir.mkdir(exist_ok=True)
@@ -91,7 +93,7 @@ class SmartDNS:
 
     def start(self, timeout: float = 20.0, listen: str | None = "127.0.0.1:0") -> "SmartDNS":
         """`listen` None: the config file says where (no --listen flag to override it)."""
-        cmd = [sys.executable, "-m", "smartdns", *self.command, "--config", str(self.config_path),
+        cmd = [*self.wrapper, sys.executable, "-m", "smartdns", *self.command, "--config", str(self.config_path),
                *(["--listen", listen] if listen else []), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

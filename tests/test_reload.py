@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -107,6 +109,25 @@ def test_edits_are_noticed_without_sighup_and_a_burst_is_few_reloads(smartdns, w
     time.sleep(1.0)  # a reload still to come would be logged by now
     # a reload when the burst is over; one or two more if a loaded machine spread the writes out
     assert 2 <= len(watcher_reloads(server)) <= 4, server.log
+
+
+def inotify_limited_to_zero(limit: str) -> tuple[str, ...]:
+    """A wrapper that starts the server in a user namespace of its own whose inotify `limit` is 0."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-Ur", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -U (user namespaces) to set inotify limits for one process")
+    return ("unshare", "-Ur", "sh", "-c", f'echo 0 > /proc/sys/user/{limit} && exec "$@"', "sh")
+
+
+@pytest.mark.parametrize("limit, named", [("max_inotify_watches", "max_user_watches"),
+                                          ("max_inotify_instances", "max_user_instances")])
+def test_past_the_inotify_limits_it_warns_and_looks_at_the_files_instead(smartdns, limit, named):
+    server = smartdns(zones={"example.com": ZONE.format(version=1, address="192.0.2.1")},
+                      wrapper=inotify_limited_to_zero(limit))
+    server.wait_for_log(rf"WARNING .*inotify .* limit is reached \(raise fs\.inotify\.{named}\): "
+                        r"looking at the files every 1 s instead")
+    server.write_zone("example.com", ZONE.format(version=2, address="192.0.2.2"))
+    wait_for(lambda: address_of(server) == "192.0.2.2", 10)
+    server.wait_for_log(r"reloaded \(files changed\)")
 
 
 def test_serial_follows_content_not_time(smartdns):
