@@ -13,6 +13,7 @@ import errno
 import os
 import struct
 import time
+import weakref
 from pathlib import Path
 from typing import Iterable
 
@@ -95,6 +96,7 @@ class DirectoryWatch:
         self.last_event = 0.0
         self.events = 0  # read so far (for the debug log)
         loop.add_reader(fd, self._read)
+        _open.add(self)
 
     def watch(self, directories: Iterable[Path]) -> None:
         wanted: set[Path] = set()
@@ -154,6 +156,23 @@ class DirectoryWatch:
         if self.fd < 0:
             return
         self._loop.remove_reader(self.fd)
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         os.close(self.fd)
         self.fd = -1
         self._by_path.clear()
+
+
+# A process forked while a watch is open (a worker started again by the supervisor) does not keep
+# the watch's descriptor: the events are the supervisor's to read.
+_open: weakref.WeakSet[DirectoryWatch] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for watch in list(_open):
+        if watch.fd >= 0:
+            watch._close_fd()
+
+
+os.register_at_fork(after_in_child=_close_in_child)

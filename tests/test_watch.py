@@ -103,6 +103,27 @@ def test_a_directory_not_there_yet_is_followed_through_its_parent(tmp_path):
     with_directory_watch(test)
 
 
+def test_a_forked_process_does_not_keep_the_watch(tmp_path):
+    async def test(watcher: DirectoryWatch) -> None:
+        watcher.watch([tmp_path])
+        fd = watcher.fd
+        pid = os.fork()
+        if pid == 0:  # the child exits 0 if the descriptor is closed here, 1 if it is still open
+            code = 1
+            try:
+                os.fstat(fd)
+            except OSError:
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        deploy(tmp_path / "a.yaml", "x")  # the parent's watch goes on
+        await asyncio.wait_for(watcher.changed.wait(), TIMEOUT)
+
+    with_directory_watch(test)
+
+
 def test_an_edit_is_one_reload_and_other_files_are_none(tmp_path):
     async def main() -> None:
         needs_inotify()
