@@ -9,6 +9,7 @@ thread. Building them is zonefile.py's job; reading them needs no octoDNS.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
@@ -17,6 +18,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 
 from .prefixes import PrefixSet
 
@@ -111,9 +114,80 @@ class DynamicRRset:
         return self.all_subnets
 
 
-@dataclass(frozen=True, slots=True)
 class StaticRRset:
-    rdataset: dns.rdataset.ImmutableRdataset
+    """A static RRset. Loaded from plain values (`deferred`), its dnspython rdataset is made from
+    their text the first time anything reads it: building rdata objects is most of what a big
+    zone costs to load, and most names of a big zone are never asked for between two reloads.
+
+    Immutable as far as anyone can tell: the rdataset, once made, is the one it stays (DNSSEC
+    finds an RRset's signatures by the rdataset's identity), made under a lock so that two
+    threads asking at once get the same one.
+    """
+
+    __slots__ = ("_rdataset", "_plain")
+
+    _rdataset: dns.rdataset.ImmutableRdataset | None
+    _plain: tuple[dns.rdatatype.RdataType, int, tuple[str, ...]] | None
+
+    def __init__(self, rdataset: dns.rdataset.ImmutableRdataset) -> None:
+        object.__setattr__(self, "_rdataset", rdataset)
+        object.__setattr__(self, "_plain", None)
+
+    @classmethod
+    def deferred(cls, rdtype: dns.rdatatype.RdataType, ttl: int, texts: tuple[str, ...]) -> StaticRRset:
+        """From values already known to be valid in presentation form (simplerecords.py)."""
+        rrset = cls.__new__(cls)
+        object.__setattr__(rrset, "_rdataset", None)
+        object.__setattr__(rrset, "_plain", (rdtype, ttl, texts))
+        return rrset
+
+    @property
+    def rdataset(self) -> dns.rdataset.ImmutableRdataset:
+        made = self._rdataset
+        if made is None:
+            with _MAKING:
+                made = self._rdataset
+                if made is None:
+                    assert self._plain is not None
+                    rdtype, ttl, texts = self._plain
+                    made = immutable_rdataset(rdtype, ttl, [rdata_from_text(rdtype, text) for text in texts])
+                    object.__setattr__(self, "_rdataset", made)
+        return made
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a StaticRRset does not change; build a new one")
+
+    def __getstate__(self) -> tuple[object, object]:
+        return (self._rdataset, self._plain)
+
+    def __setstate__(self, state: tuple[object, object]) -> None:
+        object.__setattr__(self, "_rdataset", state[0])
+        object.__setattr__(self, "_plain", state[1])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StaticRRset):
+            return NotImplemented
+        return self.rdataset == other.rdataset and self.rdataset.ttl == other.rdataset.ttl
+
+    def __hash__(self) -> int:
+        return hash((self.rdataset.rdtype, self.rdataset.ttl))
+
+    def __repr__(self) -> str:
+        if self._rdataset is None and self._plain is not None:
+            return f"StaticRRset.deferred{self._plain!r}"
+        return f"StaticRRset({self._rdataset!r})"
+
+
+_MAKING = threading.Lock()
+
+
+def rdata_from_text(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
+    """One IN rdata from its presentation form (absolute names only)."""
+    if rdtype == dns.rdatatype.A:  # the constructors check what the text parser would, faster
+        return dns.rdtypes.IN.A.A(dns.rdataclass.IN, rdtype, text)
+    if rdtype == dns.rdatatype.AAAA:
+        return dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, rdtype, text)
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
 
 
 RRsetSource = StaticRRset | DynamicRRset

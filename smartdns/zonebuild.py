@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -42,6 +43,9 @@ from .prefixes import PrefixSet
 from .wire import name_key
 from .yamlfile import LineDict
 
+# A relative name that is its own presentation form: lower-case labels of 1-63 characters, no escapes
+_PLAIN_NAME = re.compile(r"[a-z0-9_*-]{1,63}(?:\.[a-z0-9_*-]{1,63})*")
+_RDTYPES = {"A": dns.rdatatype.A, "AAAA": dns.rdatatype.AAAA, "TXT": dns.rdatatype.TXT, "MX": dns.rdatatype.MX}
 MAX_RDATA = 65535  # RDLENGTH is 16 bits (RFC 1035 3.2.1)
 RR_OVERHEAD = 12  # a compressed owner (2), type, class, TTL, RDLENGTH (10)
 MAX_RRSET = 65535 - 512  # what a 65535-byte message holds after header, question and OPT
@@ -73,6 +77,8 @@ class RecordSpec:
     entry: LineDict  # where it was written, for messages
     dynamic: DynamicSpec | None
     digest: list[Any]  # what the content serial is made from
+    # the values' wire size when they are known to be valid (simplerecords.py): built when first read
+    size: int | None = None
 
 
 class ZoneBuilder:
@@ -91,19 +97,23 @@ class ZoneBuilder:
     def build(self, records: list[RecordSpec]) -> ZoneData:
         nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]] = {}
         digest_items = []
+        origin_key = name_key(self.origin)
         for record in records:
-            entry = record.entry
-            owner = dns.name.from_text(record.name, self.origin) if record.name else self.origin
-            key = name_key(owner)
-            rdtype = dns.rdatatype.RdataType.make(record.rtype)
+            key = self.owner_key(record.name, origin_key)
+            rdtype = _RDTYPES.get(record.rtype) or dns.rdatatype.RdataType.make(record.rtype)
+            if record.size is not None:  # plain values, known to be valid: made into rdata when first read
+                if record.size + RR_OVERHEAD * len(record.texts) > MAX_RRSET:
+                    self.too_big(record, record.size + RR_OVERHEAD * len(record.texts))
+                    continue
+                nodes.setdefault(key, {})[rdtype] = StaticRRset.deferred(rdtype, record.ttl, record.texts)
+                digest_items.append(record.digest)
+                continue
             rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
             if any(r is None for r in rdatas):
                 continue
             size = sum(self.sizes[id(r)] + RR_OVERHEAD for r in rdatas if r is not None)
             if size > MAX_RRSET:
-                self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record.rtype,
-                             f"the values take {size} bytes in wire format, more than a DNS message can carry "
-                             f"({MAX_RRSET} with its header, question and OPT)")
+                self.too_big(record, size)
                 continue
             plain = tuple(PoolValue(text, rdata) for text, rdata in zip(record.texts, rdatas) if rdata is not None)
             source: RRsetSource
@@ -137,6 +147,20 @@ class ZoneBuilder:
             text=self.origin.to_text(),
             wire=name_key(self.origin),
         )
+
+    def too_big(self, record: RecordSpec, size: int) -> None:
+        entry = record.entry
+        self.problem(entry.line_of("values") if "values" in entry else entry.line, record.name, record.rtype,
+                     f"the values take {size} bytes in wire format, more than a DNS message can carry "
+                     f"({MAX_RRSET} with its header, question and OPT)")
+
+    def owner_key(self, name: str, origin_key: bytes) -> bytes:
+        """The owner's lower-case wire form; written out directly for plain names (most of a zone)."""
+        if not name:
+            return origin_key
+        if _PLAIN_NAME.fullmatch(name):
+            return b"".join(bytes((len(label),)) + label.encode() for label in name.split(".")) + origin_key
+        return name_key(dns.name.from_text(name, self.origin))
 
     def rdata(self, rdtype: dns.rdatatype.RdataType, text: str, record: RecordSpec) -> dns.rdata.Rdata | None:
         """The value as an rdata; one object for every equal value of the zone (they are immutable)."""

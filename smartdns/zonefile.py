@@ -33,6 +33,7 @@ from octodns.zone.exception import ValidationError as ZoneValidationError
 from .config import SoaSettings
 from .model import HealthCheck, Problem, ZoneData, ZoneLoadError
 from .rule_subnets import linear
+from .simplerecords import SimpleRecords
 from .yamlfile import LineDict, YamlError, load_file
 from .zonebuild import DynamicSpec, PoolSpec, RecordSpec, ZoneBuilder
 from .zoneshape import absolute_name_reason, record_shape
@@ -70,8 +71,11 @@ def zone_name_for(path: Path) -> str:
     return path.name[: -len(".yaml")].lower().rstrip(".") + "."
 
 
-def load_zone(path: str | Path, soa: SoaSettings) -> ZoneData:
-    """Load and validate one zone file; raises ZoneLoadError listing every problem found."""
+def load_zone(path: str | Path, soa: SoaSettings, fast: bool = True) -> ZoneData:
+    """Load and validate one zone file; raises ZoneLoadError listing every problem found.
+
+    `fast=False` sends every record through octoDNS (simplerecords.py is skipped): for tests
+    that compare the two."""
     path = Path(path)
     where = str(path)
     try:
@@ -89,7 +93,7 @@ def load_zone(path: str | Path, soa: SoaSettings) -> ZoneData:
     if not isinstance(data, LineDict):
         raise ZoneLoadError([Problem(where, 1, "", "", "a zone file is a mapping of names to records")])
     try:
-        zone = _Loader(where, origin, soa).load(data)
+        zone = _Loader(where, origin, soa, fast).load(data)
         order = key_order_warning(data, where)
         return zone if order is None else replace(zone, warnings=(order, *zone.warnings))
     except ZoneLoadError:
@@ -163,7 +167,8 @@ def _record_name_at(path: Path, line: int) -> str:
 
 
 class _Loader:
-    def __init__(self, path: str, origin: dns.name.Name, soa: SoaSettings) -> None:
+    def __init__(self, path: str, origin: dns.name.Name, soa: SoaSettings, fast: bool = True) -> None:
+        self.fast = fast  # plain records skip octoDNS (False: every record through it, for comparing)
         self.path = path
         self.origin = origin
         self.soa_settings = soa
@@ -175,7 +180,13 @@ class _Loader:
 
     def load(self, data: LineDict) -> ZoneData:
         records: list[tuple[Any, LineDict]] = []
+        ordered: list[RecordSpec | int] = []  # in file order: specs made here, or an index into `records`
+        simple = SimpleRecords(data, self.origin.to_text(), DEFAULT_TTL) if self.fast else None
         for name, entries in data.items():
+            specs = simple.specs(name, entries) if simple is not None else None
+            if specs is not None:  # plain records that need no octoDNS (simplerecords.py)
+                ordered.extend(specs)
+                continue
             line = data.line_of(name)
             if not isinstance(name, str):
                 self.problem(line, str(name), "", "record name must be a string")
@@ -197,6 +208,7 @@ class _Loader:
                                  f"cannot load this record ({type(exc).__name__}: {exc})")
                     continue
                 if record is not None:
+                    ordered.append(len(records))
                     records.append((record, entry))
         if not self.problems:
             try:
@@ -210,7 +222,7 @@ class _Loader:
         if self.problems:
             raise ZoneLoadError(self.problems)
         builder = ZoneBuilder(self.path, self.origin, self.soa_settings)
-        return builder.build([_spec(record, entry) for record, entry in records])
+        return builder.build([item if isinstance(item, RecordSpec) else _spec(*records[item]) for item in ordered])
 
     def zone_problem(self, reason: Any, entries_of: dict[int, LineDict]) -> None:
         """A zone-wide octoDNS reason (loops, clashes), placed at the first record it names."""
