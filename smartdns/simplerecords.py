@@ -62,8 +62,9 @@ class SimpleRecords:
         listed = entries if isinstance(entries, list) else [entries]
         if not listed or not all(isinstance(e, LineDict) for e in listed):
             return None
-        if len({e.get("type") for e in listed}) != len(listed):
-            return None  # two records of one type: octoDNS names the duplicate
+        types = [e.get("type") for e in listed]
+        if not all(type(t) is str and t in SIMPLE_TYPES for t in types) or len(set(types)) != len(types):
+            return None  # other types, or two records of one type: octoDNS names the duplicate
         specs = []
         for entry in listed:
             spec = self.spec(name, entry)
@@ -73,8 +74,8 @@ class SimpleRecords:
         return specs
 
     def spec(self, name: str, entry: LineDict) -> RecordSpec | None:
-        rtype = entry.get("type")
-        if rtype not in SIMPLE_TYPES or not _RECORD_KEYS.issuperset(entry):
+        rtype = entry["type"]
+        if not _RECORD_KEYS.issuperset(entry):
             return None
         ttl = entry.get("ttl", self.default_ttl)
         if type(ttl) is not int or not 0 <= ttl <= MAX_TTL:

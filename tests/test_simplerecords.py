@@ -62,6 +62,8 @@ def random_record(rng: random.Random, rtype: str) -> dict[str, Any]:
         record["ttl"] = pick(rng, [300, 0, 3600, 2**31 - 1, 2**31, -1, "300", True, 1.5])
     if rng.random() < 0.02:
         record["octodns"] = {"ignored": True}
+    if rng.random() < 0.02:
+        record["type"] = rng.choice([[rtype], None, rtype.lower(), {"t": rtype}])
     return record
 
 
