@@ -181,18 +181,19 @@ SAFETY_INTERVAL = 30.0
 
 async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]],
                 stopping: asyncio.Event, interval: float = WATCH_INTERVAL, seen: Signature | None = None,
-                directories: Callable[[], list[Path]] | None = None) -> None:
+                directories: Callable[[], list[Path]] | None = None, safety_interval: float = SAFETY_INTERVAL) -> None:
     """Call `on_change` when the files change and have stopped changing (a write in progress is waited out).
 
     `directories`: where they live, watched with inotify: a change is looked at once its burst of
-    events is over. Without them, without inotify or past its limits: a look every `interval`.
+    events is over, and a look every `safety_interval` anyway. Without them, without inotify or past
+    its limits: a look every `interval`.
     Either way a change is what the files' signature shows (an editor's swap file is no reload).
     `seen`: the files' signature taken before the first load, so that an edit made while that load
     and the start went on is not taken for the baseline and missed.
     """
     seen = signature(files()) if seen is None else seen
     if directories is not None:
-        last = await _watch_events(files, directories, on_change, stopping, seen, interval)
+        last = await _watch_events(files, directories, on_change, stopping, seen, interval, safety_interval)
         if last is None:
             return
         seen = last
@@ -201,7 +202,7 @@ async def watch(files: Callable[[], list[Path]], on_change: Callable[[], Awaitab
 
 async def _watch_events(files: Callable[[], list[Path]], directories: Callable[[], list[Path]],
                         on_change: Callable[[], Awaitable[None]], stopping: asyncio.Event,
-                        seen: Signature, interval: float) -> Signature | None:
+                        seen: Signature, interval: float, safety_interval: float) -> Signature | None:
     """Watch with inotify until stopping (None), or until it cannot be used (the last signature seen)."""
     try:
         watcher = DirectoryWatch(asyncio.get_running_loop())
@@ -221,7 +222,7 @@ async def _watch_events(files: Callable[[], list[Path]], directories: Callable[[
                 log.debug("files changed (%d inotify events so far)", watcher.events)
                 seen = now
                 await _reload(on_change)  # events meanwhile leave `changed` set: waited out below
-            if await _first_of(stopping, watcher.changed, SAFETY_INTERVAL):
+            if await _first_of(stopping, watcher.changed, safety_interval):
                 return None
             if watcher.changed.is_set() and await _settle(watcher, stopping):
                 return None

@@ -207,6 +207,31 @@ def test_a_swapped_symlink_to_the_zones_is_noticed(tmp_path):
     asyncio.run(main())
 
 
+def test_a_change_no_event_tells_of_is_found_by_the_safety_look(tmp_path):
+    """As on NFS, where another machine's writes raise no event here: the watched directory stays
+    quiet while the file (elsewhere) changes."""
+    async def main() -> None:
+        needs_inotify()
+        quiet, remote = tmp_path / "quiet", tmp_path / "remote"
+        quiet.mkdir()
+        remote.mkdir()
+        zone = remote / "a.test.yaml"
+        zone.write_text("1")
+        stopping = asyncio.Event()
+
+        async def reload() -> None:
+            stopping.set()
+
+        task = asyncio.ensure_future(watch(lambda: [zone], reload, stopping, directories=lambda: [quiet],
+                                           safety_interval=0.3))
+        await asyncio.sleep(0.1)
+        deploy(zone, "22")
+        await asyncio.wait_for(task, TIMEOUT)  # ends once the reload was asked for
+        assert stopping.is_set()
+
+    asyncio.run(main())
+
+
 def test_without_inotify_the_files_are_looked_at_on_a_timer(tmp_path):
     async def main() -> None:
         zone = tmp_path / "a.test.yaml"
