@@ -1,8 +1,10 @@
-"""Where a serving process gets its zones from, without parsing them in the interpreter that answers.
+"""Where a serving process gets its zones after the first load, without parsing in the interpreter that answers.
 
 - `LoaderProcess`: the loader of a single server or of a supervisor, a child forked before
-  any thread exists. Asked with the config, it loads (only the files that changed are parsed
-  again), signs, and answers with a handover update.
+  any thread exists. The first load runs in the serving process itself (nothing is served yet,
+  so no query waits, and a handover of every zone would cost more than the load saves): the
+  loader is then told what is served. Asked with the config, it loads (only the files that
+  changed are parsed again), signs, and answers with a handover update.
 - `SupervisorFeed`: a worker's zones: those it inherited when the supervisor forked it,
   then every update the supervisor sends after its own reloads. A worker never loads.
 """
@@ -10,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import BinaryIO, Callable, Mapping
 from .config import Config
 from .handover import decode, encode, frame, read_frame, receive
 from .model import ZoneData
-from .reload import LoadResult, load_all
+from .reload import LoadResult, give_back_memory, load_all
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,19 @@ class LoaderProcess:
 
     def load(self, config: Config, previous: Mapping[str, ZoneData], sign_at: float | None,
              reparse: bool) -> LoadResult:
-        self.sock.sendall(frame(pickle.dumps((config, sign_at, reparse), protocol=pickle.HIGHEST_PROTOCOL)))
+        self._ask(("load", config, sign_at, reparse))
         frames = receive(self.sock.recv)
         zones, update = decode(frames, previous)
         return LoadResult(zones, update.problems, update.warnings, update.kept, update.parsed)
+
+    def adopt(self, config: Config, zones: Mapping[str, ZoneData]) -> None:
+        """After the first load, made in the serving process: what it serves, so that the loader's
+        next load parses only the files changed since and hands over only what changed."""
+        signed = frozenset(path for path, zone in zones.items() if zone.dnssec is not None)
+        self._ask(("served", config, {path: _shell(zone) for path, zone in zones.items()}, signed))
+
+    def _ask(self, request: tuple[object, ...]) -> None:
+        self.sock.sendall(frame(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def close(self) -> None:
         self.sock.close()  # the loader sees the end and exits
@@ -77,9 +87,13 @@ def _loader_main(sock: socket.socket) -> None:
     zones: dict[str, ZoneData] = {}  # what the server has, as far as telling changes apart needs
     while True:
         try:
-            config, sign_at, reparse = pickle.loads(read_frame(sock.recv))
+            request = pickle.loads(read_frame(sock.recv))
         except EOFError:
             return
+        if request[0] == "served":
+            zones, parsed_before = _adopt(*request[1:])
+            continue  # no answer: the server goes on serving what it loaded
+        _, config, sign_at, reparse = request
         result = load_all(config, zones, sign_at, parsed_before=parsed_before, reparse=reparse)
         frames = encode(result.zones, zones, result.problems, result.warnings, result.kept, "", result.parsed)
         # The names and records of a newly loaded zone live on in the server only: here a shell
@@ -96,20 +110,30 @@ def _loader_main(sock: socket.socket) -> None:
         zones = served
         del result
         gc.collect()  # octoDNS's cycles, before the next load
-        _trim()
+        give_back_memory()
         sock.sendall(b"".join(frame(f) for f in frames))
 
 
-def _trim() -> None:
-    """Give the load's freed memory back to the system where the C library can (glibc)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+def _adopt(config: Config, served: dict[str, ZoneData],
+           signed: frozenset[str]) -> tuple[dict[str, ZoneData], dict[str, ZoneData]]:
+    """The loader's state after the server's own first load: what it serves (shells), and each file as
+    parsed. An unsigned zone's shell stands for its parse (same stamp: not parsed again). A signed zone is
+    signed again at every load from its parse kept whole, which did not come across: parsed here now,
+    ahead of the next load, while the server serves."""
+    parsed_before = {path: shell for path, shell in served.items() if path not in signed}
+    parsed = 0
+    if signed:
+        parsed = load_all(config, served, sign=False, parsed_before=parsed_before).parsed  # the signed files
+        gc.collect()
+        give_back_memory()
+    log.debug("zone loader: told of %d zones served, %d files parsed here", len(served), parsed)
+    return served, parsed_before
 
 
 def _shell(zone: ZoneData) -> ZoneData:
-    return replace(zone, nodes=MappingProxyType({}), names=frozenset())
+    """What stands for a served zone here: its origin, stamp and settings, not its names, records or
+    signatures (only its identity is compared: the server has the zone itself)."""
+    return replace(zone, nodes=MappingProxyType({}), names=frozenset(), dnssec=None)
 
 
 class SupervisorFeed:

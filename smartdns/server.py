@@ -142,8 +142,8 @@ class Server(LoadSequence[State]):
                  metrics: bool = True, share: float = 1.0, announces: bool = True,
                  feed: SupervisorFeed | None = None) -> None:
         super().__init__(config, overrides or {}, ServerStatus(), health, announces)
-        # Where zones come from: a worker's supervisor (`feed`), else a loader process of our own;
-        # the interpreter that answers queries never parses a zone file.
+        # Where zones come from: a worker's supervisor (`feed`), else a loader process of our own
+        # (after the first load, made here): the interpreter that answers queries never parses a zone file.
         self.feed = feed
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
@@ -170,8 +170,8 @@ class Server(LoadSequence[State]):
 
     async def start(self) -> None:
         if self.feed is None:
-            # Forked first, before any thread and before the metrics listener: it loads every zone,
-            # the first time too, so this process never holds a YAML tree or octoDNS's objects.
+            # Forked first, before any thread and before the metrics listener, while this process is
+            # small. The first load runs here (nothing is served yet); every reload runs there.
             self.loader = LoaderProcess(self._close_in_child)
         if self.metrics is not None and self.config.metrics is not None:
             # before the zones load, so that /ready can say "not yet"

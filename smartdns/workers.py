@@ -219,8 +219,8 @@ class Supervisor(LoadSequence[None]):
                 listener.tcp.close()
 
     async def run(self) -> None:
-        # The zones are loaded (and signed) in a child forked now, before any thread: the data the
-        # workers inherit is then all this process holds, without the loader's leftovers.
+        # Reloads run in a child forked now, before any thread. The first load runs here, before the
+        # workers fork: they inherit its data (its leftovers given back to the system first).
         self.loader = LoaderProcess(self._close_sockets)
         self.health.on_change.append(self.broadcast)
         if self.config.metrics is not None:

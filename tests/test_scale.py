@@ -9,8 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+
+import dns.dnssec
+import dns.name
+import dns.rdatatype
+import dns.rrset
 
 from conftest import children, wait_for, workers_of
+from smartdns.dnssec import keys
 
 NS = "'':\n  - type: NS\n    values: [ns1.{zone}.]\nwww:\n  type: A\n  value: {address}\n"
 
@@ -32,6 +39,24 @@ def test_an_edit_among_many_zones_parses_that_file_alone(smartdns):
     assert www(server, "z031.test") == "10.0.0.1"  # the others still served, as they were
     server.signal(signal.SIGHUP)  # an operator's request: every file (edits that keep size and time too)
     assert "(60 parsed again)" in server.wait_for_log(r"reloaded \(SIGHUP\)")
+
+
+def test_the_loader_takes_over_after_a_first_load_made_in_the_server(smartdns, tmp_path: Path):
+    # The first load runs in the server (no handover of every zone); the loader is told what is served,
+    # and parses the signed files itself (it signs them again at every load, from their parse).
+    example = dns.name.from_text("example.com.")
+    key = keys.generate(example, 13, tmp_path / "keys")
+    server = smartdns(zones=zones(3), copy_example=True, config={"dnssec": {"keys": str(tmp_path / "keys")}},
+                      args=("--workers", "1", "--log-level", "debug"))
+    assert "1 files parsed here" in server.wait_for_log(r"zone loader: told of 4 zones served"), server.log
+    server.write_zone("z001.test", NS.format(zone="z001.test", address="10.0.0.3"))
+    wait_for(lambda: www(server, "z001.test") == "10.0.0.3", 10)
+    assert "(1 parsed again)" in server.wait_for_log(r"reloaded \(files changed\): 4 zones")
+    reply = server.query("example.com", "MX", want_dnssec=True)  # signed by the loader this time
+    mx = next(r for r in reply.answer if r.rdtype == dns.rdatatype.MX)
+    sigs = next(r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG)
+    dns.dnssec.validate(mx, sigs, {example: dns.rrset.from_rdata(example, 3600, key.dnskey)})
+    assert www(server, "z002.test") == "10.0.0.1"
 
 
 def test_a_single_server_loads_in_a_child_that_ends_with_it(smartdns):
