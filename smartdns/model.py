@@ -108,7 +108,10 @@ class DynamicRRset:
     all_subnets: PrefixSet = field(init=False, repr=False, compare=False)  # every rule's, for the ECS scope
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "all_subnets", PrefixSet(net for rule in self.rules for net in rule.subnets))
+        listed = [rule.subnets for rule in self.rules if rule.subnets]
+        # one rule with subnets (the usual domestic rule): its set serves for the scope too
+        every = listed[0] if len(listed) == 1 else PrefixSet(net for subnets in listed for net in subnets)
+        object.__setattr__(self, "all_subnets", every)
 
     def subnets(self) -> PrefixSet:
         return self.all_subnets
@@ -156,6 +159,12 @@ class StaticRRset:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a StaticRRset does not change; build a new one")
+
+    def texts(self) -> tuple[str, ...]:
+        """The values in presentation form, without making the rdataset when it is not made yet."""
+        if self._rdataset is None and self._plain is not None:
+            return self._plain[2]
+        return tuple(rdata.to_text() for rdata in self.rdataset)
 
     def __getstate__(self) -> tuple[object, object]:
         return (self._rdataset, self._plain)

@@ -3,7 +3,7 @@
 octoDNS's `Record.new` costs ~110 us a record (validators, value objects, the
 zone's bookkeeping). Most records of a big zone are plain A, AAAA, TXT and MX
 records whose every part can be seen to be valid at a glance. For those,
-`simple_spec` returns what the octoDNS adapter would have produced; for
+`SimpleRecords.specs` returns what the octoDNS adapter would have produced; for
 anything else (a key it does not know, a value in a form it does not
 recognise, a name in a CNAME's node...) it returns None and the record goes
 through octoDNS, which also gives the errors. It accepts a subset of what
@@ -13,7 +13,7 @@ both against octoDNS on generated records).
 Zone-wide rules octoDNS checks across records are kept by the caller, which
 sends through octoDNS every record they could concern (`SimpleRecords`):
 records sharing a node with a CNAME, two records of one type at one name,
-MX records whose exchange is a CNAME of the zone, every record of a zone with
+MX and NS records whose target is a CNAME of the zone, every record of a zone with
 a DNAME (occlusion).
 """
 
@@ -26,14 +26,15 @@ from typing import Any, Iterable
 from .yamlfile import LineDict
 from .zonebuild import RecordSpec
 
-SIMPLE_TYPES = frozenset({"A", "AAAA", "TXT", "MX"})
+SIMPLE_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "NS"})
 _DYNAMIC_CAPABLE = frozenset({"A", "AAAA"})
 _RECORD_KEYS = frozenset({"type", "ttl", "value", "values"})
 MAX_TTL = 2**31 - 1
 # A relative name octoDNS takes as it is: lower-case LDH and '_' labels of 1-63, a leading '*' label
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _NAME = re.compile(rf"(?:\*|{_LABEL})(?:\.{_LABEL})*")
-_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.")
+# A target octoDNS takes (its FQDN check wants two labels at least), absolute
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})+\.")
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
 # Printable ASCII without the characters octoDNS escapes or checks (quote, backslash, ';'): one chunk
 _TXT = re.compile(r"[\x20-\x21\x23-\x3a\x3c-\x5b\x5d-\x7e]{1,255}")
@@ -95,10 +96,15 @@ class SimpleRecords:
         dynamic: dict[str, Any] | None = {} if rtype in _DYNAMIC_CAPABLE else None
         return RecordSpec(name, rtype, ttl, texts, entry, None, [name, rtype, ttl, list(texts), dynamic, {}], size)
 
-    def exchange_is_cname(self, exchange: str) -> bool:
-        if exchange == self.origin:
+    def target_is_cname(self, target: str) -> bool:
+        """An MX or NS target that is a CNAME of this zone (octoDNS's mx/ns-target-not-cname say so)."""
+        if target == self.origin:
             return "" in self.cname_names
-        return exchange.endswith("." + self.origin) and exchange[: -len(self.origin) - 1] in self.cname_names
+        return target.endswith("." + self.origin) and target[: -len(self.origin) - 1] in self.cname_names
+
+    def target(self, value: Any) -> bool:
+        return type(value) is str and _HOST.fullmatch(value) is not None and len(value) <= 254 \
+            and not self.target_is_cname(value)
 
 
 def _entries(entries: Any) -> Iterable[LineDict]:
@@ -133,6 +139,11 @@ def _texts(rtype: str, items: list[Any], zone: SimpleRecords) -> tuple[tuple[str
         if not all(type(v) is str and _TXT.fullmatch(v) for v in items):
             return None
         return tuple(f'"{v}"' for v in sorted(items)), sum(len(v) + 1 for v in items)
+    # a name's wire form is one byte longer than its text with the final dot
+    if rtype == "NS":
+        if not all(zone.target(v) for v in items):
+            return None
+        return tuple(sorted(items)), sum(len(v) + 1 for v in items)
     pairs = []  # MX
     for value in items:
         if not isinstance(value, LineDict) or set(value) != {"exchange", "preference"}:
@@ -140,9 +151,7 @@ def _texts(rtype: str, items: list[Any], zone: SimpleRecords) -> tuple[tuple[str
         preference, exchange = value["preference"], value["exchange"]
         if type(preference) is not int or not 0 <= preference <= 65535:
             return None
-        if type(exchange) is not str or not _HOST.fullmatch(exchange) or len(exchange) > 254 \
-                or zone.exchange_is_cname(exchange):
+        if not zone.target(exchange):
             return None
         pairs.append((preference, exchange))
-    # a name's wire form is one byte longer than its text with the final dot
     return tuple(f"{p} {e}" for p, e in sorted(pairs)), sum(2 + len(e) + 1 for _, e in pairs)

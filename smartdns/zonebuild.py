@@ -8,6 +8,7 @@ are made, and the zone's names are indexed for the answer path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -202,7 +203,7 @@ class ZoneBuilder:
             values = tuple(value(*v) for v in pool.values)
             pools[pool.name] = Pool(pool.name, tuple(v for v in values if v is not None), pool.fallback)
         rules = tuple(
-            Rule(pool, geos, PrefixSet(ipaddress.ip_network(s, strict=False) for s in subnets))
+            Rule(pool, geos, _prefix_set(subnets))
             for pool, geos, subnets in spec.rules
         )
         return DynamicRRset(
@@ -241,7 +242,7 @@ class ZoneBuilder:
         if settings.mname:
             mname = dns.name.from_text(settings.mname, self.origin)
         elif isinstance(ns, StaticRRset):
-            mname = sorted(r.target for r in ns.rdataset)[0]
+            mname = min(dns.name.from_text(target) for target in ns.texts())  # DNS order, as dnspython sorts
         else:
             mname = dns.name.from_text("ns1", self.origin)
         rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
@@ -253,6 +254,13 @@ class ZoneBuilder:
             settings.refresh, settings.retry, settings.expire, settings.minimum,
         )
         return immutable_rdataset(dns.rdatatype.SOA, settings.ttl, (rdata,)), serial
+
+
+@functools.lru_cache(maxsize=32)
+def _prefix_set(subnets: tuple[str, ...]) -> PrefixSet:
+    """One set for every rule that lists the same subnets: a hosting provider's zones share their
+    segment lists, which are then parsed and cut once, and held once."""
+    return PrefixSet(ipaddress.ip_network(s, strict=False) for s in subnets)
 
 
 def content_serial(records: list[Any], soa_fields: list[Any]) -> int:

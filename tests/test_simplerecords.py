@@ -35,7 +35,11 @@ VALUES: dict[str, list[Any]] = {
            {"exchange": "mx.example.com.", "preference": "10"}, {"exchange": "mx.example.com.", "preference": 70000},
            {"exchange": "mx.example.com.", "priority": 10}, {"value": "mx.example.com.", "preference": 10},
            {"exchange": "alias.example.com.", "preference": 1}, {"exchange": ".", "preference": 0},
-           {"exchange": "mx.example.com.", "preference": True}, {"exchange": "mx.example.com."}, "mx.example.com."],
+           {"exchange": "mx.example.com.", "preference": True}, {"exchange": "mx.example.com."}, "mx.example.com.",
+           {"exchange": "mx.", "preference": 10}, {"exchange": "a.1.", "preference": 10},
+           {"exchange": "-a.example.com.", "preference": 10}, {"exchange": "_a.example.com.", "preference": 10}],
+    "NS": ["ns1.example.com.", "ns.example.net.", "ns1.example.com", "ns.", "NS1.example.com.", "alias.example.com.",
+           "", "10.0.0.1", "a..b.", "x" * 64 + ".com.", "ns_1.example.com."],
 }
 NAMES = ["", "www", "host1", "*", "*.wild", "_dmarc", "a.b.c", "UPPER", "@", "x" * 64, "-lead", "trail-", "a..b",
          "under_score", "sp ace", "mx", "mx2", "é"]
@@ -132,4 +136,4 @@ mx-to-alias: {type: MX, value: {exchange: alias.example.com., preference: 1}}
 """, "example.com.yaml")
     simple = SimpleRecords(data, "example.com.", 3600)
     taken = {name for name, entries in data.items() if simple.specs(name, entries) is not None}
-    assert taken == {"www", "v6", "spf"}  # the apex holds NS; a CNAME node and an MX to a CNAME go to octoDNS
+    assert taken == {"", "www", "v6", "spf"}  # a CNAME node and an MX to a CNAME go to octoDNS

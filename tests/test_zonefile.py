@@ -101,3 +101,18 @@ def test_duplicate_and_unknown_type_messages_stay_one_line(tmp_path):
         (8, "b", "A", "duplicate record: b A is already defined at line 6"),
         (11, "c", "BOGUS", 'Unknown record type: "BOGUS"'),
     ]
+
+
+def test_key_order_is_natsorts_for_ascii_keys() -> None:
+    """The written-out natural key equals natsort's (octoDNS's order) on ASCII keys of every shape."""
+    import random
+
+    from octodns.yaml import NaturalSortEnforcingLoader
+
+    from smartdns.zonefile import _octodns_key_order
+
+    rng = random.Random(5)
+    alphabet = "ab-_.*0123456789 Z"
+    for _ in range(5000):
+        key = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        assert _octodns_key_order(key) == NaturalSortEnforcingLoader.KEYGEN(key), key
