@@ -28,7 +28,7 @@ import dns.rdata
 import dns.rdataset
 import dns.rdatatype
 
-from .model import Problem, ZoneData, immutable_rdataset
+from .model import DynamicRRset, Problem, ZoneData, immutable_rdataset
 
 PIECE = 200  # names per piece: one decodes in about a millisecond
 PAUSE = 0.0002  # seconds the decoding thread lets the answering threads run between pieces
@@ -76,7 +76,7 @@ def encode(zones: Mapping[str, ZoneData], previous: Mapping[str, ZoneData], prob
         names = sorted(zone.names)
         node_pieces = [_dump(dict(nodes[i:i + PIECE])) for i in range(0, len(nodes), PIECE)]
         name_pieces = [_dump(names[i:i + PIECE * 4]) for i in range(0, len(names), PIECE * 4)]
-        shell, variants = _portable(replace(zone, nodes=MappingProxyType({}), names=frozenset()), zone)
+        shell, variants = _portable(replace(zone, nodes=MappingProxyType({}), names=frozenset(), dynamic=()), zone)
         changed.append((path, shell, len(node_pieces), len(name_pieces), variants))
         pieces += node_pieces + name_pieces
     update = Update(tuple(zones), unchanged, problems, warnings, kept, tuple(changed), reason, parsed)
@@ -160,8 +160,12 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
     try:
         for path, shell, node_count, name_count, variants in update.changed:
             nodes: dict[bytes, Any] = {}
+            dynamic: list[DynamicRRset] = []  # the same objects as in the nodes: found piece by piece
             for _ in range(node_count):
-                nodes.update(pickle.loads(frames[at]))
+                piece = pickle.loads(frames[at])
+                nodes.update(piece)
+                dynamic += [source for node in piece.values() for source in node.values()
+                            if isinstance(source, DynamicRRset)]
                 at += 1
                 time.sleep(PAUSE)
             names: list[bytes] = []
@@ -170,7 +174,7 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
                 at += 1
                 time.sleep(PAUSE)
             _signatures_by_identity(shell, nodes, variants)
-            built[path] = replace(shell, nodes=MappingProxyType(nodes), names=frozenset(names))
+            built[path] = replace(shell, nodes=MappingProxyType(nodes), names=frozenset(names), dynamic=tuple(dynamic))
     except BaseException:
         gc.enable()
         raise

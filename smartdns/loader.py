@@ -133,7 +133,7 @@ def _adopt(config: Config, served: dict[str, ZoneData],
 def _shell(zone: ZoneData) -> ZoneData:
     """What stands for a served zone here: its origin, stamp and settings, not its names, records or
     signatures (only its identity is compared: the server has the zone itself)."""
-    return replace(zone, nodes=MappingProxyType({}), names=frozenset(), dnssec=None)
+    return replace(zone, nodes=MappingProxyType({}), names=frozenset(), dnssec=None, dynamic=())
 
 
 class SupervisorFeed:

@@ -226,6 +226,9 @@ class ZoneData:
     text: str = ""  # the origin as text, e.g. "example.com."
     wire: bytes = b""  # the origin in lower-case wire form
     dnssec: SignedZone | None = None  # signatures and NSEC chain when the zone has keys (dnssec/zone.py)
+    # the dynamic records among `nodes` (the same objects): what health checks follow, found without a
+    # walk over every node at each reload
+    dynamic: tuple[DynamicRRset, ...] = ()
     # the file version and settings it was built from (reload.file_stamp): the same stamp, the same zone
     stamp: tuple[object, ...] = ()
 

@@ -29,6 +29,7 @@ from .health import HealthView
 from .inotify import DirectoryWatch, InotifyUnavailable
 from .metrics import ServerStatus
 from .model import DynamicRRset, Problem, ZoneData, ZoneLoadError
+from .retire import retire
 from .zonefile import load_zone, zone_name_for
 
 if TYPE_CHECKING:  # loader.py imports this module
@@ -325,8 +326,7 @@ def report(result: LoadResult, quiet: bool = False) -> None:
 
 
 def dynamic_records(zones: Mapping[str, ZoneData]) -> list[DynamicRRset]:
-    return [source for zone in zones.values() for node in zone.nodes.values()
-            for source in node.values() if isinstance(source, DynamicRRset)]
+    return [source for zone in zones.values() for source in zone.dynamic]
 
 
 def reload_config(config: Config, overrides: dict[str, Any]) -> Config:
@@ -458,7 +458,10 @@ class LoadSequence(Generic[Prepared]):
                   "load" if reason is None else f"reload ({reason})", time.perf_counter() - started,
                   loading, time.perf_counter() - swap_started, len(result.zones), len(result.problems))
         self.config = config
+        replaced = [zone for path, zone in self.zones.items() if result.zones.get(path) is not zone]
         self.zones = dict(result.zones)
+        retire(replaced)  # freed a piece at a time, not in one pause of every answering thread
+        del replaced
         self.status.loaded(len(result.zones), sum(z.record_count for z in result.zones.values()),
                            not result.problems, reload=reason is not None)
         self.health.follow(dynamic_records(self.zones), config.health)

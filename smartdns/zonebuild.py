@@ -146,6 +146,8 @@ class ZoneBuilder:
             record_count=len(records),
             names=frozenset(names),
             text=self.origin.to_text(),
+            dynamic=tuple(source for node in nodes.values() for source in node.values()
+                          if isinstance(source, DynamicRRset)),
             wire=name_key(self.origin),
         )
 
