@@ -31,6 +31,8 @@ from .reload import LoadResult, give_back_memory, load_all
 
 log = logging.getLogger(__name__)
 
+LOADER_NICENESS = 10
+
 
 class LoaderProcess:
     """A forked child that loads for us; `load` runs in a thread of the serving process."""
@@ -83,6 +85,10 @@ def _loader_main(sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the server stops us by closing the socket
+    try:
+        os.nice(LOADER_NICENESS)  # parsing is background work: a core the answering processes want is theirs
+    except OSError:
+        pass
     parsed_before: dict[str, ZoneData] = {}  # each file as last parsed, before signing
     zones: dict[str, ZoneData] = {}  # what the server has, as far as telling changes apart needs
     while True:
