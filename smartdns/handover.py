@@ -146,7 +146,8 @@ def receive(read: Callable[[int], bytes]) -> list[bytes]:
     return [first] + [read_frame(read) for _ in range(count)]
 
 
-def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[str, ZoneData], Update]:
+def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
+           pause: float = PAUSE) -> tuple[dict[str, ZoneData], Update]:
     """The zones an update describes, the unchanged ones taken from `previous` (call from a thread
     other than the answering ones: it pauses between pieces so that they run)."""
     update: Update = pickle.loads(frames[0])
@@ -167,12 +168,12 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
                 dynamic += [source for node in piece.values() for source in node.values()
                             if isinstance(source, DynamicRRset)]
                 at += 1
-                time.sleep(PAUSE)
+                time.sleep(pause)
             names: list[bytes] = []
             for _ in range(name_count):
                 names += pickle.loads(frames[at])
                 at += 1
-                time.sleep(PAUSE)
+                time.sleep(pause)
             _signatures_by_identity(shell, nodes, variants)
             built[path] = replace(shell, nodes=MappingProxyType(nodes), names=frozenset(names), dynamic=tuple(dynamic))
     except BaseException:
@@ -184,3 +185,15 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData]) -> tuple[dict[
     for path in update.order:
         zones[path] = built[path] if path in built else previous[path]
     return zones, update
+
+
+def repack(zones: dict[str, ZoneData]) -> None:
+    """Build `zones` again in place, packed: a load leaves its data scattered among the holes its
+    parse left, which the process keeps (a 50,000-record zone: 141 MiB resident); encoded, let go,
+    and decoded into the emptied heap, the same zones take 83 MiB, for 0.3-0.6 s of CPU. The caller
+    must hold the only reference to the zones, or the originals stay too. Nothing may be answered
+    meanwhile (no pauses between pieces); the collector stays off, as after `decode`."""
+    frames = encode(zones, {}, (), (), (), "", 0)
+    zones.clear()  # the originals go now, before their copies are made
+    built, _ = decode(frames, {}, pause=0)
+    zones.update(built)

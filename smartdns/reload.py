@@ -25,6 +25,7 @@ from .config import Config, ConfigError, SoaSettings, load_config
 from .dnssec.keys import key_files as zone_key_files
 from .dnssec.zone import sign_zone
 from .geo import GeoDatabaseError
+from .handover import repack
 from .health import HealthView
 from .inotify import DirectoryWatch, InotifyUnavailable
 from .metrics import ServerStatus
@@ -394,13 +395,19 @@ class LoadSequence(Generic[Prepared]):
         result = load_all(config, self.zones, self.sign_at, reparse=self.reparse,
                           parsed_before=self.parsed_before if loader is None else None)
         gc.collect()  # octoDNS's cycles must not be frozen with the data
-        give_back_memory()  # what the parse left behind, before the data is frozen and workers fork
-        if loader is not None:
-            try:
-                loader.adopt(config, result.zones)
-            except OSError as exc:
-                log.error("zone loader gone (%s): loading in this process from now on", exc)
-                self.loader = None
+        if loader is None:
+            give_back_memory()
+            return result
+        zones = dict(result.zones)
+        result = replace(result, zones={})  # `zones` alone holds the loaded data now
+        repack(zones)  # packed, before the data is frozen and the workers fork
+        give_back_memory()  # what the parse left behind
+        result = replace(result, zones=zones)
+        try:
+            loader.adopt(config, zones)
+        except OSError as exc:
+            log.error("zone loader gone (%s): loading in this process from now on", exc)
+            self.loader = None
         return result
 
     def prepare(self, config: Config) -> tuple[Prepared, LoadResult]:
