@@ -70,6 +70,21 @@ def test_a_single_server_loads_in_a_child_that_ends_with_it(smartdns):
     wait_for(lambda: not os.path.exists(f"/proc/{loaders[0]}") or _zombie(loaders[0]), 10)
 
 
+def test_a_server_whose_loader_is_gone_loads_edits_itself(smartdns):
+    server = smartdns(zones=zones(2), args=("--workers", "1"))
+    loader = int(server.wait_for_log(r"zone loader started \(pid \d+\)").rsplit("pid ", 1)[1].rstrip(")"))
+    os.kill(loader, signal.SIGKILL)
+    server.write_zone("z001.test", NS.format(zone="z001.test", address="10.0.0.8"))
+    wait_for(lambda: www(server, "z001.test") == "10.0.0.8", 10)
+    server.wait_for_log(r"zone loader gone \(.*\): loading in this process from now on")
+    assert "(2 parsed again)" in server.wait_for_log(r"reloaded \(files changed\)")  # nothing parsed here before
+    server.write_zone("z000.test", NS.format(zone="z000.test", address="10.0.0.6"))
+    wait_for(lambda: www(server, "z000.test") == "10.0.0.6", 10)
+    assert www(server, "z001.test") == "10.0.0.8"
+    lines = [line for line in server.log_lines if "reloaded (files changed)" in line]
+    assert len(lines) == 2 and "(1 parsed again)" in lines[1], lines  # from then on, the changed file alone
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
