@@ -102,22 +102,28 @@ def _loader_main(sock: socket.socket) -> None:
         _, config, sign_at, reparse = request
         result = load_all(config, zones, sign_at, parsed_before=parsed_before, reparse=reparse)
         frames = encode(result.zones, zones, result.problems, result.warnings, result.kept, "", result.parsed)
-        # The names and records of a newly loaded zone live on in the server only: here a shell
-        # (origin, stamp) stands for it, and for its parse when it is not signed. A signed zone
-        # is signed again at every load, from its parse kept whole.
-        served: dict[str, ZoneData] = {}
-        for path, zone in result.zones.items():
-            if zones.get(path) is zone:
-                served[path] = zone
-                continue
-            served[path] = shell = _shell(zone)
-            if zone.dnssec is None and parsed_before.get(path) is zone:
-                parsed_before[path] = shell
-        zones = served
-        del result
+        zones = _served(result.zones, zones, parsed_before)
+        del result  # the loaded data: nothing here holds it now
         gc.collect()  # octoDNS's cycles, before the next load
         give_back_memory()
         sock.sendall(b"".join(frame(f) for f in frames))
+
+
+def _served(loaded: Mapping[str, ZoneData], before: Mapping[str, ZoneData],
+            parsed_before: dict[str, ZoneData]) -> dict[str, ZoneData]:
+    """What the server has after this load. The names and records of a newly loaded zone live on in the
+    server only: here a shell (origin, stamp) stands for it, and for its parse when it is not signed.
+    A signed zone is signed again at every load, from its parse kept whole. (A function of its own:
+    a loop variable left in the loader's frame kept the last zone loaded alive until the next load.)"""
+    served: dict[str, ZoneData] = {}
+    for path, zone in loaded.items():
+        if before.get(path) is zone:
+            served[path] = zone
+            continue
+        served[path] = shell = _shell(zone)
+        if zone.dnssec is None and parsed_before.get(path) is zone:
+            parsed_before[path] = shell
+    return served
 
 
 def _adopt(config: Config, served: dict[str, ZoneData],
