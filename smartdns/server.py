@@ -31,7 +31,7 @@ from .geo import Classifier
 from .health import HealthMonitor, HealthView
 from .hotcache import Responder
 from .loader import LoaderProcess, SupervisorFeed
-from .metrics import MetricsServer, ServerStatus, combined
+from .metrics import MetricsServer, ServerStatus, Stats, combined
 from .model import ZoneData
 from .policy import IsUp, static_status
 from .reload import LoadResult, LoadSequence, load_all, report, signature, watch, watched_directories, watched_files
@@ -147,7 +147,7 @@ class Server(LoadSequence[State]):
         self.feed = feed
         self.share = share  # this process's part of the load: the kernel spreads a flood evenly over workers
         self.ready = ready  # called once the data is loaded and the sockets are served
-        self.metrics = MetricsServer(lambda: combined(self.responder.stats), self.current_status) if metrics else None
+        self.metrics = MetricsServer(self.query_stats, self.current_status) if metrics else None
         self.listeners = listeners
         self.responder: Responder
         self.stopping = asyncio.Event()
@@ -162,6 +162,10 @@ class Server(LoadSequence[State]):
         if now - self.errors_logged > 10:  # at most one traceback every 10 s
             self.errors_logged = now
             log.exception("internal error answering a query")
+
+    def query_stats(self) -> Stats:
+        responder = getattr(self, "responder", None)  # none until the first load is in service
+        return combined(responder.stats) if responder is not None else Stats()
 
     def current_status(self) -> ServerStatus:
         if isinstance(self.health, HealthMonitor):

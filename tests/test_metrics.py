@@ -8,7 +8,7 @@ import time
 import dns.edns
 import pytest
 
-from conftest import DOMESTIC, DOMESTIC_MX, EXAMPLE_ZONES, OVERSEAS, OVERSEAS_MX, free_port, health_zone
+from conftest import DOMESTIC, DOMESTIC_MX, EXAMPLE_ZONES, OVERSEAS, OVERSEAS_MX, SmartDNS, free_port, health_zone
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -102,3 +102,37 @@ def test_health_state_is_exported(smartdns, geo_mmdb):
             break
         time.sleep(0.2)
     assert up[(("port", str(port)), ("protocol", "TCP"), ("target", OVERSEAS_MX))] == 0
+
+
+@pytest.mark.slow
+def test_metrics_answer_while_the_first_load_runs(tmp_path):
+    """Scraped while the first load runs (/ready says 503), /metrics answers: nothing counted yet."""
+    import http.client
+    import threading
+    import urllib.error
+    import urllib.request
+
+    zone = "'':\n  type: NS\n  values: [ns1.example.com., ns2.example.com.]\n" + "".join(
+        f"h{i}:\n  type: TXT\n  value: v=spf1 ip4:10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256} -all\n"
+        for i in range(60000))
+    server = SmartDNS(tmp_path, zones={"example.com": zone}, args=("--workers", "1"))
+    starting = threading.Thread(target=server.start, kwargs={"timeout": 120}, daemon=True)
+    starting.start()
+    port = server.metrics_port  # the listener is up before the first load ends
+    during_load: list[object] = []
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5)
+            break  # ready: the load is over
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                during_load.append(reply.status)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+            during_load.append(exc)
+    starting.join(120)
+    assert during_load, "the first load ended before a scrape: nothing was shown\n" + server.log
+    assert set(during_load) == {200}, during_load
+    server.stop()
+    assert "Unhandled exception" not in server.log
