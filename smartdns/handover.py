@@ -162,8 +162,13 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
         for path, shell, node_count, name_count, variants in update.changed:
             nodes: dict[bytes, Any] = {}
             dynamic: list[DynamicRRset] = []  # the same objects as in the nodes: found piece by piece
+            before = previous[path].nodes if path in previous else {}
             for _ in range(node_count):
                 piece = pickle.loads(frames[at])
+                for key, node in piece.items():  # a name that did not change keeps the objects it had
+                    held = before.get(key)
+                    if held is not None and _same_node(held, node):
+                        piece[key] = held
                 nodes.update(piece)
                 dynamic += [source for node in piece.values() for source in node.values()
                             if isinstance(source, DynamicRRset)]
@@ -185,6 +190,13 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
     for path in update.order:
         zones[path] = built[path] if path in built else previous[path]
     return zones, update
+
+
+def _same_node(held: Mapping[Any, Any], fresh: Mapping[Any, Any]) -> bool:
+    """The same records at one name: one edit to a big zone then costs the memory of what it changed,
+    not of a second copy of the zone (the new copy of an unchanged name is let go at once)."""
+    return held.keys() == fresh.keys() and all(
+        type(held[rdtype]) is type(source) and held[rdtype] == source for rdtype, source in fresh.items())
 
 
 def repack(zones: dict[str, ZoneData]) -> None:

@@ -176,6 +176,8 @@ class StaticRRset:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StaticRRset):
             return NotImplemented
+        if self._plain is not None and other._plain is not None:
+            return self._plain == other._plain  # the values as loaded: no rdata made to compare them
         return self.rdataset == other.rdataset and self.rdataset.ttl == other.rdataset.ttl
 
     def __hash__(self) -> int:
