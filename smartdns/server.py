@@ -57,9 +57,12 @@ def build_state(config: Config, previous: dict[str, ZoneData] | None = None,
     return state_for(config, result, is_up), result
 
 
-def state_for(config: Config, result: LoadResult, is_up: IsUp = static_status) -> State:
+def state_for(config: Config, result: LoadResult, is_up: IsUp = static_status,
+              previous: State | None = None) -> State:
+    """`previous`: the state this one replaces, whose work for unchanged zones is taken over."""
     classifier = Classifier(config.geodb, CONTINENT_OF)
-    return State(Catalog(result.zones), classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up)
+    catalog = Catalog(result.zones, previous.catalog if previous is not None else None)
+    return State(catalog, classifier, ecs=config.ecs, server_id=config.server_id, is_up=is_up)
 
 
 @dataclass
@@ -267,7 +270,8 @@ class Server(LoadSequence[State]):
         else:
             result = self.load_zones(config)
             report(result, quiet=not self.announces)
-        return state_for(config, result, self.health.is_up), result
+        running = getattr(self, "responder", None)  # none before the first load
+        return state_for(config, result, self.health.is_up, running.state if running is not None else None), result
 
     def apply(self, config: Config, state: State, result: LoadResult, first: bool) -> None:
         if first:

@@ -80,3 +80,22 @@ def test_resolve_wire_is_resolve_for_lower_case_wire_names(catalog):
     for name in ("nope.example.com.", "b.w.example.com.", "www.example.com.", "x.sub.mname.example.", "example.org."):
         qname = dns.name.from_text(name)
         assert catalog.resolve_wire(qname.to_wire(), dns.rdatatype.A) == catalog.resolve(qname, dns.rdatatype.A)
+
+
+def test_a_new_catalog_takes_over_what_was_made_for_unchanged_zones(zone_data) -> None:
+    """A reload of one zone among many builds that zone's negative answers alone."""
+    from dataclasses import replace
+
+    before = Catalog(zone_data)
+    paths = sorted(zone_data)
+    assert len(paths) > 1
+    changed = paths[0]
+    after_zones = {**zone_data, changed: replace(zone_data[changed])}  # a new object, as a reload makes
+    after = Catalog(after_zones, before)
+    for path in paths:
+        key = zone_data[path].wire
+        if path == changed:
+            assert after._negatives[key] is not before._negatives[key]
+            assert after._negatives[key][0].zone is after_zones[changed]
+        else:
+            assert after._negatives[key] is before._negatives[key]
