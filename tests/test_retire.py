@@ -22,7 +22,7 @@ def big_zone(tmp_path: Path, records: int) -> Path:
 def test_a_zone_no_one_holds_is_taken_apart(tmp_path: Path) -> None:
     zone = load_zone(big_zone(tmp_path, 3 * PIECE), SoaSettings())
     nodes = zone.nodes  # the view stays readable: it shows what is left
-    thread = retire([zone], grace=0)
+    thread = retire([zone], grace=0.5)  # time for the `del` below: the retirer looks only after the grace
     del zone
     assert thread is not None
     thread.join(10)
