@@ -28,7 +28,7 @@ import dns.rdata
 import dns.rdataset
 import dns.rdatatype
 
-from .model import DynamicRRset, Problem, ZoneData, immutable_rdataset
+from .model import DynamicRRset, Problem, ZoneData, dynamic_sources, immutable_rdataset
 
 REPACK_NODES = 1000  # a zone with more names than this is built again packed after the first load
 PIECE = 200  # names per piece: one decodes in about a millisecond
@@ -171,8 +171,7 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
                     if held is not None and _same_node(held, node):
                         piece[key] = held
                 nodes.update(piece)
-                dynamic += [source for node in piece.values() for source in node.values()
-                            if isinstance(source, DynamicRRset)]
+                dynamic += dynamic_sources(piece.values())
                 at += 1
                 time.sleep(pause)
             names: list[bytes] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import dns.name
 import dns.rdata
@@ -192,13 +192,19 @@ class StaticRRset:
 _MAKING = threading.Lock()
 
 
-def rdata_from_text(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
-    """One IN rdata from its presentation form (absolute names only)."""
-    if rdtype == dns.rdatatype.A:  # the constructors check what the text parser would, faster
+def rdata_from_text(rdtype: dns.rdatatype.RdataType, text: str,
+                    origin: dns.name.Name | None = None) -> dns.rdata.Rdata:
+    """One IN rdata from its presentation form (relative names under `origin`, if given)."""
+    if rdtype == dns.rdatatype.A:  # most of a big zone: the constructor checks what the text parser would, faster
         return dns.rdtypes.IN.A.A(dns.rdataclass.IN, rdtype, text)
     if rdtype == dns.rdatatype.AAAA:
         return dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, rdtype, text)
-    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=origin, relativize=False)
+
+
+def dynamic_sources(nodes: Iterable[Mapping[dns.rdatatype.RdataType, RRsetSource]]) -> list[DynamicRRset]:
+    """The dynamic records among these nodes."""
+    return [source for node in nodes for source in node.values() if isinstance(source, DynamicRRset)]
 
 
 RRsetSource = StaticRRset | DynamicRRset

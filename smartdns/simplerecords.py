@@ -25,11 +25,10 @@ from typing import Any, Iterable
 
 from .yamlfile import LineDict
 from .zonebuild import RecordSpec
+from .zoneshape import DYNAMIC_TYPES, MAX_TTL
 
 SIMPLE_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "NS"})
-_DYNAMIC_CAPABLE = frozenset({"A", "AAAA"})
 _RECORD_KEYS = frozenset({"type", "ttl", "value", "values"})
-MAX_TTL = 2**31 - 1
 # A relative name octoDNS takes as it is: lower-case LDH and '_' labels of 1-63, a leading '*' label
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _NAME = re.compile(rf"(?:\*|{_LABEL})(?:\.{_LABEL})*")
@@ -93,7 +92,7 @@ class SimpleRecords:
         texts, size = found
         # the content-serial digest as the adapter makes it from octoDNS's record: types that can be
         # dynamic carry an empty `dynamic` there, the others none
-        dynamic: dict[str, Any] | None = {} if rtype in _DYNAMIC_CAPABLE else None
+        dynamic: dict[str, Any] | None = {} if rtype in DYNAMIC_TYPES else None
         return RecordSpec(name, rtype, ttl, texts, entry, None, [name, rtype, ttl, list(texts), dynamic, {}], size)
 
     def target_is_cname(self, target: str) -> bool:

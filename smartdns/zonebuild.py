@@ -23,8 +23,6 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
 
 from .config import SoaSettings
 from .model import (
@@ -38,7 +36,9 @@ from .model import (
     StaticRRset,
     ZoneData,
     ZoneLoadError,
+    dynamic_sources,
     immutable_rdataset,
+    rdata_from_text,
 )
 from .prefixes import PrefixSet
 from .wire import name_key
@@ -47,6 +47,7 @@ from .yamlfile import LineDict
 # A relative name that is its own presentation form: lower-case labels of 1-63 characters, no escapes
 _PLAIN_NAME = re.compile(r"[a-z0-9_*-]{1,63}(?:\.[a-z0-9_*-]{1,63})*")
 _RDTYPES = {"A": dns.rdatatype.A, "AAAA": dns.rdatatype.AAAA, "TXT": dns.rdatatype.TXT, "MX": dns.rdatatype.MX}
+_FIXED_SIZE = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 16}  # wire bytes, known without rendering
 MAX_RDATA = 65535  # RDLENGTH is 16 bits (RFC 1035 3.2.1)
 RR_OVERHEAD = 12  # a compressed owner (2), type, class, TTL, RDLENGTH (10)
 MAX_RRSET = 65535 - 512  # what a 65535-byte message holds after header, question and OPT
@@ -146,8 +147,7 @@ class ZoneBuilder:
             record_count=len(records),
             names=frozenset(names),
             text=self.origin.to_text(),
-            dynamic=tuple(source for node in nodes.values() for source in node.values()
-                          if isinstance(source, DynamicRRset)),
+            dynamic=tuple(dynamic_sources(nodes.values())),
             wire=name_key(self.origin),
         )
 
@@ -174,15 +174,8 @@ class ZoneBuilder:
         line = entry.line_of("value") if "value" in entry else entry.line_of("values")
         rdata: dns.rdata.Rdata
         try:
-            if rdtype == dns.rdatatype.A:  # most of a big zone: the constructor checks what the text parser would
-                rdata = dns.rdtypes.IN.A.A(dns.rdataclass.IN, rdtype, text)
-                size = 4
-            elif rdtype == dns.rdatatype.AAAA:
-                rdata = dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, rdtype, text)
-                size = 16
-            else:
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False)
-                size = len(rdata.to_wire() or b"")
+            rdata = rdata_from_text(rdtype, text, self.origin)
+            size = _FIXED_SIZE.get(rdtype) or len(rdata.to_wire() or b"")
         except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
             self.problem(line, record.name, record.rtype, f"value {_short(text)!r} cannot be encoded: {exc}")
             return None
