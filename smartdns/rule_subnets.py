@@ -12,6 +12,7 @@ placeholders).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any, Callable
@@ -29,22 +30,28 @@ def _placeholder(rule_index: int) -> str:
 def check_subnets(rules: list[Any], reason: Callable[[str], Reason]) -> dict[int, list[Reason]]:
     """octoDNS's subnet reasons, by rule number: invalid subnets, and subnets equal to or inside one
     already seen (in this or an earlier rule, octoDNS walking each rule's subnets sorted)."""
-    out: dict[int, list[Reason]] = {}
+    listed = tuple((index + 1, tuple(rule["subnets"] if "subnets" in rule else ())) for index, rule in enumerate(rules)
+                   if isinstance(rule, dict) and "pool" in rule and isinstance(rule.get("subnets", []), (list, tuple)))
+    if all(type(subnet) is str for _, subnets in listed for subnet in subnets):
+        found = _subnet_reasons(listed)  # a hosting provider's zones list the same segments: checked once
+    else:  # values that would compare equal to other ones (1, 1.0, True) are not cached
+        found = _subnet_reasons.__wrapped__(listed)
+    return {number: [reason(text) for text in texts] for number, texts in found}
+
+
+@functools.lru_cache(maxsize=32)
+def _subnet_reasons(listed: tuple[tuple[int, tuple[Any, ...]], ...]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """check_subnets's reasons as text, for each (rule number, subnets) of rules octoDNS looks into."""
+    out: list[tuple[int, tuple[str, ...]]] = []
     seen: dict[tuple[int, int, int], tuple[int, int, Network]] = {}  # (version, address, length) -> (order, rule, net)
-    for index, rule in enumerate(rules):
-        number = index + 1
-        if not isinstance(rule, dict) or "pool" not in rule:
-            continue  # octoDNS says "missing pool" and looks no further into the rule
-        subnets = rule.get("subnets", [])
-        if not isinstance(subnets, (list, tuple)):
-            continue  # octoDNS says so itself (the stand-in keeps the non-list)
-        reasons = out.setdefault(number, [])
+    for number, subnets in listed:
+        reasons = []
         networks = []
         for subnet in subnets:
             try:
                 networks.append(ipaddress.ip_network(subnet))
             except (ValueError, TypeError):
-                reasons.append(reason(f'rule {number} invalid subnet "{subnet}"'))
+                reasons.append(f'rule {number} invalid subnet "{subnet}"')
         for net in sorted(networks, key=lambda n: (n.version, n)):
             value, bits = int(net.network_address), net.max_prefixlen
             earlier = []
@@ -54,14 +61,14 @@ def check_subnets(rules: list[Any], reason: Callable[[str], Reason]) -> dict[int
                     earlier.append(seen[key])
             for _, where, other in sorted(earlier, key=lambda item: item[0]):  # octoDNS's order: first seen first
                 if other.prefixlen == net.prefixlen:
-                    reasons.append(reason(f"rule {number} targets subnet {net} which has previously been seen "
-                                          f"in rule {where}"))
+                    reasons.append(f"rule {number} targets subnet {net} which has previously been seen in rule {where}")
                 else:
-                    reasons.append(reason(f"rule {number} targets subnet {net} which is more specific than the "
-                                          f"previously seen {other} in rule {where}"))
+                    reasons.append(f"rule {number} targets subnet {net} which is more specific than the "
+                                   f"previously seen {other} in rule {where}")
             key = (net.version, value, net.prefixlen)
             seen[key] = (seen[key][0] if key in seen else len(seen), number, net)
-    return out
+        out.append((number, tuple(reasons)))
+    return tuple(out)
 
 
 def linear(original: Callable[..., Validated], make_reason: Callable[..., Reason]) -> Callable[..., Validated]:

@@ -105,9 +105,27 @@ def test_linear_subnet_check_says_what_octodns_says(seed):
     rules = random_rules(random.Random(seed))
     pools = {"a": {}, "b": {}, "c": {}}
     theirs, their_pools = OCTODNS_VALIDATE_RULES(_DynamicMixin, pools, rules, validator_id="dynamic")
-    ours, our_pools = LINEAR_VALIDATE_RULES(_DynamicMixin, pools, rules, validator_id="dynamic")
-    assert [str(r) for r in ours] == [str(r) for r in theirs]
-    assert our_pools == their_pools
+    for _ in range(2):  # the second time from the cache of subnet lists checked before
+        ours, our_pools = LINEAR_VALIDATE_RULES(_DynamicMixin, pools, rules, validator_id="dynamic")
+        assert [str(r) for r in ours] == [str(r) for r in theirs]
+        assert our_pools == their_pools
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_subnet_lists_checked_before_give_octodns_reasons_again(seed):
+    """Zones that list the same segments are checked from a cache: the same reasons as octoDNS every
+    time, also for lists whose values compare equal but read differently (1, 1.0, True)."""
+    rng = random.Random(seed)
+    rules = random_rules(rng)
+    if isinstance(rules, list) and rules and seed % 4 == 0:
+        rules[0] = {"pool": "a", "subnets": [rng.choice([1, 1.0, True, "1", "0.0.0.1/32", None]) for _ in range(3)]}
+    pools = {"a": {}, "b": {}, "c": {}}
+    theirs, their_pools = OCTODNS_VALIDATE_RULES(_DynamicMixin, pools, rules, validator_id="dynamic")
+    for _ in range(2):
+        ours, our_pools = LINEAR_VALIDATE_RULES(_DynamicMixin, pools, rules, validator_id="dynamic")
+        assert [str(r) for r in ours] == [str(r) for r in theirs]
+        assert [r.validator_id for r in ours] == [r.validator_id for r in theirs]
+        assert our_pools == their_pools
 
 
 def segments(count: int) -> list[str]:
