@@ -214,8 +214,18 @@ def immutable_rdataset(rdtype: dns.rdatatype.RdataType, ttl: int,
                        rdatas: "list[dns.rdata.Rdata] | tuple[dns.rdata.Rdata, ...]") -> dns.rdataset.ImmutableRdataset:
     """An IN rdataset that nothing can change after this."""
     rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, rdtype, ttl=ttl)
+    if rdtype == dns.rdatatype.RRSIG or rdtype == dns.rdatatype.SIG:  # the covered type is checked on adding
+        for rdata in rdatas:
+            rdataset.add(rdata)
+        return dns.rdataset.ImmutableRdataset(rdataset)
     for rdata in rdatas:
-        rdataset.add(rdata)
+        if rdata.rdclass != dns.rdataclass.IN or rdata.rdtype != rdtype:
+            raise dns.rdataset.IncompatibleTypes
+    if dns.rdatatype.is_singleton(rdtype):
+        rdatas = rdatas[-1:]  # as adding does: the last one replaces any before
+    # what adding one by one makes (the first of equal rdatas kept, in order), each rdata hashed once where
+    # adding hashes it twice: the hash renders the rdata (an SOA's is a fifth of a small zone's build)
+    rdataset.items = dict.fromkeys(rdatas)
     return dns.rdataset.ImmutableRdataset(rdataset)
 
 

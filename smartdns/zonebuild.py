@@ -92,6 +92,7 @@ class ZoneBuilder:
         self.warnings: list[Problem] = []
         self.rdatas: dict[tuple[dns.rdatatype.RdataType, str], dns.rdata.Rdata] = {}
         self.sizes: dict[int, int] = {}  # wire length of each rdata above, by id
+        self.origin_key = name_key(origin)
 
     def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
         self.problems.append(Problem(self.path, line, name, rtype, reason))
@@ -99,7 +100,7 @@ class ZoneBuilder:
     def build(self, records: list[RecordSpec]) -> ZoneData:
         nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]] = {}
         digest_items = []
-        origin_key = name_key(self.origin)
+        origin_key = self.origin_key
         for record in records:
             key = self.owner_key(record.name, origin_key)
             rdtype = _RDTYPES.get(record.rtype) or dns.rdatatype.RdataType.make(record.rtype)
@@ -129,9 +130,9 @@ class ZoneBuilder:
             raise ZoneLoadError(self.problems)
         self.warn_geo_bypass(records)
         soa, serial = self.soa(nodes, digest_items)
-        nodes.setdefault(name_key(self.origin), {})[dns.rdatatype.SOA] = StaticRRset(soa)
+        nodes.setdefault(origin_key, {})[dns.rdatatype.SOA] = StaticRRset(soa)
         names: set[bytes] = set()
-        apex = len(name_key(self.origin))
+        apex = len(origin_key)
         for key in nodes:  # each name's wire form and its ancestors' (its suffixes at label starts), down to the apex
             at = 0
             while len(key) - at >= apex:
@@ -148,7 +149,7 @@ class ZoneBuilder:
             names=frozenset(names),
             text=self.origin.to_text(),
             dynamic=tuple(dynamic_sources(nodes.values())),
-            wire=name_key(self.origin),
+            wire=origin_key,
         )
 
     def too_big(self, record: RecordSpec, size: int) -> None:
@@ -232,12 +233,12 @@ class ZoneBuilder:
     def soa(self, nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]],
             digest_items: list[Any]) -> tuple[dns.rdataset.ImmutableRdataset, int]:
         settings = self.soa_settings
-        apex = nodes.get(name_key(self.origin), {})
+        apex = nodes.get(self.origin_key, {})
         ns = apex.get(dns.rdatatype.NS)
         if settings.mname:
             mname = dns.name.from_text(settings.mname, self.origin)
         elif isinstance(ns, StaticRRset):
-            mname = min(dns.name.from_text(target) for target in ns.texts())  # DNS order, as dnspython sorts
+            mname = first_in_dns_order(ns.texts())
         else:
             mname = dns.name.from_text("ns1", self.origin)
         rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
@@ -256,6 +257,18 @@ def _prefix_set(subnets: tuple[str, ...]) -> PrefixSet:
     """One set for every rule that lists the same subnets: a hosting provider's zones share their
     segment lists, which are then parsed and cut once, and held once."""
     return PrefixSet(ipaddress.ip_network(s, strict=False) for s in subnets)
+
+
+# An absolute name whose labels compare in DNS order as its text does: lower-case, no escapes
+_ORDERED_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)+")
+
+
+def first_in_dns_order(texts: tuple[str, ...]) -> dns.name.Name:
+    """The first of these absolute names in DNS order (as dnspython sorts them): compared as text, label by
+    label from the right, when their text allows it (one name made, not one per text)."""
+    if texts and all(_ORDERED_NAME.fullmatch(text) for text in texts):
+        return dns.name.from_text(min(texts, key=lambda text: text[:-1].split(".")[::-1]))
+    return min(dns.name.from_text(text) for text in texts)
 
 
 def content_serial(records: list[Any], soa_fields: list[Any]) -> int:
