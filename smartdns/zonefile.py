@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import dns.exception
 import dns.name
+import octodns.zone.base as _zone_module
 from octodns.record import Record
 from octodns.record.base import value_to_rdata_text
 from octodns.record.dynamic import _DynamicMixin
@@ -51,6 +52,37 @@ Zone.enable_zone_validators(["legacy"])
 for _validator in ("no-cname-loop", "root-cname", "dname-coexistence", "mx-target-not-cname",
                    "ns-target-not-cname", "srv-target-not-cname"):
     Zone.enable_zone_validator(_validator)
+
+
+
+class _CompiledWhenUsed:
+    """A pattern compiled the first time it is used. octoDNS's `Zone` compiles two patterns with the zone's
+    name when made (a tenth of a small zone's load, as 1,000 zones overflow `re`'s cache), for a lookup
+    (`hostname_from_fqdn`) that most zones never make."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
+
+
+class _ReCompilingWhenUsed:
+    """`re` for octoDNS's zone module, whose only use of it is those two patterns."""
+
+    compile = _CompiledWhenUsed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(re, name)
+
+
+if _zone_module.re is re:
+    _zone_module.re = _ReCompilingWhenUsed()
 
 DEFAULT_TTL = 3600  # octoDNS YamlProvider's default_ttl
 # A zone file bigger than this is refused unread: YAML costs many times its size in memory,

@@ -116,3 +116,18 @@ def test_key_order_is_natsorts_for_ascii_keys() -> None:
     for _ in range(5000):
         key = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
         assert _octodns_key_order(key) == NaturalSortEnforcingLoader.KEYGEN(key), key
+
+
+def test_octodns_zone_patterns_compiled_when_used_find_the_same_hostnames() -> None:
+    """octoDNS's `Zone` gets its two name patterns compiled on first use (zonefile.py): the hostnames
+    it finds are those the patterns, compiled at once, find."""
+    import re
+
+    from octodns.zone import Zone
+
+    for zone_name in ("example.com.", "xn--bcher-kva.example.", "a-b.example.org."):
+        zone = Zone(zone_name, [])
+        eager = re.compile(rf"\.?{zone.name}?$")
+        for fqdn in (f"www.{zone_name}", zone_name, f"a.b.{zone_name}", "www.other.net.", f"x{zone_name}",
+                     zone_name.rstrip(".")):
+            assert zone.hostname_from_fqdn(fqdn) == eager.sub("", fqdn), fqdn
