@@ -3,9 +3,13 @@
 Parsing and validating run in another process (the loader of a single server, or the
 supervisor of workers), so the interpreter that answers queries never runs them. It
 receives only what changed: a zone whose file did not change is said to be unchanged,
-and the receiver keeps its own copy. A changed zone comes in pieces of a few hundred
-names, each decoded with the interpreter let go in between, and with the collector
-paused (the decoded data has no cycles): a query waits for one piece at most.
+and the receiver keeps its own copy. Of a changed zone only the names whose records
+changed come, when the sender knows what the receiver has (the loader by each name's
+digest, the supervisor by the objects its workers hold): an edit of one record of a
+50,000-name zone hands over two names, not 50,000. A zone that comes whole (new, signed,
+or the first load's repacking) comes in pieces of a few hundred names, each decoded with
+the interpreter let go in between, and with the collector paused (the decoded data has
+no cycles): a query waits for one piece at most.
 
 Frames on the wire: a 4-byte length, then a pickle. The first frame of an update says
 what is in it; the pieces of the changed zones follow in the order it lists them.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import copy
 import copyreg
 import gc
+import logging
 import pickle
 import struct
 import sys
@@ -28,12 +33,14 @@ import dns.rdata
 import dns.rdataset
 import dns.rdatatype
 
-from .model import DynamicRRset, Problem, ZoneData, dynamic_sources, immutable_rdataset
+from .model import DynamicRRset, Problem, ZoneData, dynamic_sources, immutable_rdataset, names_with_ancestors
 
 REPACK_NODES = 1000  # a zone with more names than this is built again packed after the first load
 PIECE = 200  # names per piece: one decodes in about a millisecond
 PAUSE = 0.0002  # seconds the decoding thread lets the answering threads run between pieces
 LENGTH = struct.Struct("!I")
+
+log = logging.getLogger(__name__)
 
 
 def _mapping(data: dict[Any, Any]) -> MappingProxyType[Any, Any]:
@@ -49,6 +56,27 @@ copyreg.pickle(MappingProxyType, lambda m: (_mapping, (dict(m),)))
 copyreg.pickle(dns.rdataset.ImmutableRdataset, lambda r: (_rdataset, (int(r.rdtype), r.ttl, tuple(r))))
 
 
+class StaleBase(Exception):
+    """An update changes a version of a zone the receiver does not have (the two sides disagree)."""
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A changed zone in an update; the frames of its nodes, then of its names, follow in this order."""
+
+    path: str
+    shell: ZoneData  # the zone without names, nodes and dynamic records
+    node_pieces: int
+    name_pieces: int
+    variants: dict[tuple[bytes, int], Any]  # a signed zone's dynamic signatures by (owner, type)
+    # The receiver's version (its stamp) when only a difference comes: the nodes that follow replace
+    # that version's, `removed` names go, and the names that follow are added to its names and
+    # `names_removed` taken out of them. None: the whole zone follows.
+    base: tuple[object, ...] | None = None
+    removed: tuple[bytes, ...] = ()
+    names_removed: tuple[bytes, ...] = ()
+
+
 @dataclass(frozen=True)
 class Update:
     """One load's outcome, as the receiver applies it."""
@@ -58,8 +86,7 @@ class Update:
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
     kept: tuple[str, ...]
-    # (file, zone without names and nodes, pieces of each, a signed zone's dynamic signatures by (owner, type))
-    changed: tuple[tuple[str, ZoneData, int, int, dict[tuple[bytes, int], Any]], ...]
+    changed: tuple[Changed, ...]
     reason: str = ""  # why the sender loaded
     parsed: int = 0  # files the sender parsed again
 
@@ -71,17 +98,53 @@ def encode(zones: Mapping[str, ZoneData], previous: Mapping[str, ZoneData], prob
     pieces: list[bytes] = []
     changed = []
     for path, zone in zones.items():
-        if previous.get(path) is zone:
+        held = previous.get(path)
+        if held is zone:
             continue
-        nodes = list(zone.nodes.items())
-        names = sorted(zone.names)
+        difference = _difference(held, zone) if held is not None else None
+        base: tuple[object, ...] | None = None
+        removed: tuple[bytes, ...] = ()
+        names_removed: tuple[bytes, ...] = ()
+        if difference is None:
+            nodes = list(zone.nodes.items())
+            names = sorted(zone.names)
+        else:
+            assert held is not None
+            base, (keys, removed, before) = held.stamp, difference
+            nodes = [(key, zone.nodes[key]) for key in keys]
+            names = []
+            if removed or any(key not in before for key in keys):  # names come or go: so may their ancestors
+                had = names_with_ancestors(before, len(zone.wire))
+                names, names_removed = sorted(zone.names - had), tuple(had - zone.names)
         node_pieces = [_dump(dict(nodes[i:i + PIECE])) for i in range(0, len(nodes), PIECE)]
         name_pieces = [_dump(names[i:i + PIECE * 4]) for i in range(0, len(names), PIECE * 4)]
-        shell, variants = _portable(replace(zone, nodes=MappingProxyType({}), names=frozenset(), dynamic=()), zone)
-        changed.append((path, shell, len(node_pieces), len(name_pieces), variants))
+        shell, variants = _portable(replace(zone, nodes=MappingProxyType({}), names=frozenset(), dynamic=(),
+                                            digests=None), zone)
+        changed.append(Changed(path, shell, len(node_pieces), len(name_pieces), variants, base, removed,
+                               names_removed))
         pieces += node_pieces + name_pieces
     update = Update(tuple(zones), unchanged, problems, warnings, kept, tuple(changed), reason, parsed)
     return [_dump(update)] + pieces
+
+
+def _difference(held: ZoneData, zone: ZoneData) -> tuple[list[bytes], tuple[bytes, ...], Mapping[bytes, Any]] | None:
+    """The names of `zone` whose nodes are not as in the receiver's version `held`, the names of `held`
+    that are gone, and `held`'s names (a mapping by name); None when the zone must go whole."""
+    if held.dnssec is not None or zone.dnssec is not None or not held.stamp or held.wire != zone.wire:
+        return None  # a signed zone's chain and signatures are rebuilt at every load
+    before: Mapping[bytes, Any]
+    now: Mapping[bytes, Any]
+    if held.digests is not None and zone.digests is not None:  # the loader: it keeps digests of what it sent
+        before, now = held.digests, zone.digests
+        keys = [key for key, digest in now.items() if before.get(key) != digest]
+    elif held.nodes:  # the supervisor: it holds what its workers hold, and unchanged names keep their objects
+        before, now = held.nodes, zone.nodes
+        keys = [key for key, node in now.items() if before.get(key) is not node]
+    else:
+        return None
+    if zone.wire not in keys:
+        keys.append(zone.wire)  # the apex holds the SOA, whose serial follows the content
+    return keys, tuple(key for key in before if key not in now), before
 
 
 def _portable(shell: ZoneData, zone: ZoneData) -> tuple[ZoneData, dict[tuple[bytes, int], Any]]:
@@ -143,7 +206,7 @@ def receive(read: Callable[[int], bytes]) -> list[bytes]:
     """Every frame of one update (reading releases the interpreter; nothing is decoded yet)."""
     first = read_frame(read)
     update = pickle.loads(first)
-    count = sum(nodes + names for _, _, nodes, names, _ in update.changed)
+    count = sum(change.node_pieces + change.name_pieces for change in update.changed)
     return [first] + [read_frame(read) for _ in range(count)]
 
 
@@ -154,33 +217,54 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
     update: Update = pickle.loads(frames[0])
     built: dict[str, ZoneData] = {}
     at = 1
+    decoded = 0
     interval = sys.getswitchinterval()
     # Decoded data has no cycles, and a full collection now would walk the old and the new with the
     # interpreter held: the collector stays off until the caller has frozen the new data (gc.freeze).
     gc.disable()
     sys.setswitchinterval(0.001)  # an answering thread that wants the interpreter gets it within 1 ms
     try:
-        for path, shell, node_count, name_count, variants in update.changed:
+        for change in update.changed:
+            path = change.path
+            had = previous.get(path)
+            before = had.nodes if had is not None else {}
             nodes: dict[bytes, Any] = {}
             dynamic: list[DynamicRRset] = []  # the same objects as in the nodes: found piece by piece
-            before = previous[path].nodes if path in previous else {}
-            for _ in range(node_count):
+            replaced: set[int] = set()  # of a difference: the records of `had` that go
+            if change.base is not None:
+                if had is None or had.stamp != change.base:
+                    raise StaleBase(f"{path}: the update changes a version of the zone not held here")
+                # one copy in C: a few milliseconds for 50,000 names (dict() of the proxy takes 4 times that)
+                nodes = before.copy() if isinstance(before, MappingProxyType) else dict(before)
+                for key in change.removed:
+                    replaced.update(id(source) for source in nodes.pop(key).values())
+            for _ in range(change.node_pieces):
                 piece = pickle.loads(frames[at])
                 for key, node in piece.items():  # a name that did not change keeps the objects it had
                     held = before.get(key)
-                    if held is not None and _same_node(held, node):
-                        piece[key] = held
+                    if held is not None:
+                        replaced.update(id(source) for source in held.values())
+                        if _same_node(held, node):
+                            piece[key] = held
                 nodes.update(piece)
+                decoded += len(piece)
                 dynamic += dynamic_sources(piece.values())
                 at += 1
                 time.sleep(pause)
             names: list[bytes] = []
-            for _ in range(name_count):
+            for _ in range(change.name_pieces):
                 names += pickle.loads(frames[at])
                 at += 1
                 time.sleep(pause)
-            _signatures_by_identity(shell, nodes, variants)
-            built[path] = replace(shell, nodes=MappingProxyType(nodes), names=frozenset(names), dynamic=tuple(dynamic))
+            shell = change.shell
+            _signatures_by_identity(shell, nodes, change.variants)
+            if had is not None and change.base is not None:
+                dynamic[:0] = [source for source in had.dynamic if id(source) not in replaced]
+                every = had.names if not names and not change.names_removed else \
+                    had.names.difference(change.names_removed).union(names)
+            else:
+                every = frozenset(names)
+            built[path] = replace(shell, nodes=MappingProxyType(nodes), names=every, dynamic=tuple(dynamic))
     except BaseException:
         gc.enable()
         raise
@@ -189,6 +273,9 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
     zones = {}
     for path in update.order:
         zones[path] = built[path] if path in built else previous[path]
+    if update.changed:
+        log.debug("handover: %d zones changed (%d whole), %d names decoded", len(update.changed),
+                  sum(change.base is None for change in update.changed), decoded)
     return zones, update
 
 

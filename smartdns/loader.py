@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import BinaryIO, Callable, Mapping
 
 from .config import Config
-from .handover import decode, encode, frame, read_frame, receive
+from .handover import StaleBase, decode, encode, frame, read_frame, receive
 from .model import ZoneData
 from .reload import LoadResult, give_back_memory, load_all
 
@@ -58,16 +58,23 @@ class LoaderProcess:
 
     def load(self, config: Config, previous: Mapping[str, ZoneData], sign_at: float | None,
              reparse: bool) -> LoadResult:
-        self._ask(("load", config, sign_at, reparse))
-        frames = receive(self.sock.recv)
-        zones, update = decode(frames, previous)
+        self._ask(("load", config, sign_at, reparse, False))
+        try:
+            zones, update = decode(receive(self.sock.recv), previous)
+        except StaleBase as exc:  # we and the loader disagree on what is served: everything comes whole
+            log.error("zone handover: %s; loading every zone again", exc)
+            self._ask(("load", config, sign_at, True, True))
+            zones, update = decode(receive(self.sock.recv), previous)
         return LoadResult(zones, update.problems, update.warnings, update.kept, update.parsed)
 
-    def adopt(self, config: Config, zones: Mapping[str, ZoneData]) -> None:
-        """After the first load, made in the serving process: what it serves, so that the loader's
-        next load parses only the files changed since and hands over only what changed."""
+    def adopt(self, config: Config, zones: Mapping[str, ZoneData],
+              digests: Mapping[str, Mapping[bytes, int] | None]) -> None:
+        """After the first load, made in the serving process: what it serves and each name's digest, so
+        that the loader's next load parses only the files changed since and hands over only the names
+        they changed."""
         signed = frozenset(path for path, zone in zones.items() if zone.dnssec is not None)
-        self._ask(("served", config, {path: _shell(zone) for path, zone in zones.items()}, signed))
+        self._ask(("served", config, {path: replace(_shell(zone), digests=digests.get(path))
+                                      for path, zone in zones.items()}, signed))
 
     def _ask(self, request: tuple[object, ...]) -> None:
         self.sock.sendall(frame(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)))
@@ -99,9 +106,10 @@ def _loader_main(sock: socket.socket) -> None:
         if request[0] == "served":
             zones, parsed_before = _adopt(*request[1:])
             continue  # no answer: the server goes on serving what it loaded
-        _, config, sign_at, reparse = request
+        _, config, sign_at, reparse, whole = request
         result = load_all(config, zones, sign_at, parsed_before=parsed_before, reparse=reparse)
-        frames = encode(result.zones, zones, result.problems, result.warnings, result.kept, "", result.parsed)
+        frames = encode(result.zones, {} if whole else zones, result.problems, result.warnings, result.kept, "",
+                        result.parsed)
         zones = _served(result.zones, zones, parsed_before)
         del result  # the loaded data: nothing here holds it now
         gc.collect()  # octoDNS's cycles, before the next load
@@ -180,7 +188,11 @@ class SupervisorFeed:
             return LoadResult(dict(zones))
         assert self.pending is not None
         frames, self.pending = self.pending, None
-        zones, update = decode(frames, previous)
+        try:
+            zones, update = decode(frames, previous)
+        except StaleBase as exc:  # this worker missed a version: the supervisor starts it again with its data
+            log.error("zone handover: %s; this worker stops to be started again", exc)
+            os._exit(1)
         return LoadResult(zones, update.problems, update.warnings, update.kept, update.parsed)
 
 

@@ -210,6 +210,18 @@ def dynamic_sources(nodes: Iterable[Mapping[dns.rdatatype.RdataType, RRsetSource
 RRsetSource = StaticRRset | DynamicRRset
 
 
+def names_with_ancestors(keys: Iterable[bytes], apex: int) -> set[bytes]:
+    """These lower-case wire names and every ancestor of theirs down to the apex (`apex`: its length),
+    each a suffix of a name at a label start."""
+    names: set[bytes] = set()
+    for key in keys:
+        at = 0
+        while len(key) - at >= apex:
+            names.add(key[at:])
+            at += key[at] + 1
+    return names
+
+
 def immutable_rdataset(rdtype: dns.rdatatype.RdataType, ttl: int,
                        rdatas: "list[dns.rdata.Rdata] | tuple[dns.rdata.Rdata, ...]") -> dns.rdataset.ImmutableRdataset:
     """An IN rdataset that nothing can change after this."""
@@ -249,6 +261,9 @@ class ZoneData:
     dynamic: tuple[DynamicRRset, ...] = ()
     # the file version and settings it was built from (reload.file_stamp): the same stamp, the same zone
     stamp: tuple[object, ...] = ()
+    # per name, a hash of what its node was built from (the apex's SOA aside): how the loader tells the
+    # names a reload changed, to hand over only those (handover.py); the answering processes drop it
+    digests: Mapping[bytes, int] | None = None
 
     @property
     def negative_ttl(self) -> int:

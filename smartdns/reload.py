@@ -398,13 +398,15 @@ class LoadSequence(Generic[Prepared]):
         if loader is None:
             give_back_memory()
             return result
-        zones = dict(result.zones)
+        # each name's digest goes to the loader (it tells what a reload changed by them), not into service
+        digests = {path: zone.digests for path, zone in result.zones.items()}
+        zones = {path: replace(zone, digests=None) for path, zone in result.zones.items()}
         result = replace(result, zones={})  # `zones` alone holds the loaded data now
         repack(zones)  # packed, before the data is frozen and the workers fork
         give_back_memory()  # what the parse left behind
         result = replace(result, zones=zones)
         try:
-            loader.adopt(config, zones)
+            loader.adopt(config, zones, digests)
         except OSError as exc:
             log.error("zone loader gone (%s): loading in this process from now on", exc)
             self.loader = None

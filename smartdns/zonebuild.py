@@ -38,6 +38,7 @@ from .model import (
     ZoneLoadError,
     dynamic_sources,
     immutable_rdataset,
+    names_with_ancestors,
     rdata_from_text,
 )
 from .prefixes import PrefixSet
@@ -100,6 +101,7 @@ class ZoneBuilder:
     def build(self, records: list[RecordSpec]) -> ZoneData:
         nodes: dict[bytes, dict[dns.rdatatype.RdataType, RRsetSource]] = {}
         digest_items = []
+        digests: dict[bytes, int] = {}
         origin_key = self.origin_key
         for record in records:
             key = self.owner_key(record.name, origin_key)
@@ -110,6 +112,7 @@ class ZoneBuilder:
                     continue
                 nodes.setdefault(key, {})[rdtype] = StaticRRset.deferred(rdtype, record.ttl, record.texts)
                 digest_items.append(record.digest)
+                digests[key] = hash((digests.get(key, 0), record.rtype, record.ttl, record.texts))
                 continue
             rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
             if any(r is None for r in rdatas):
@@ -126,18 +129,14 @@ class ZoneBuilder:
                 source = StaticRRset(immutable_rdataset(rdtype, record.ttl, [v.rdata for v in plain]))
             nodes.setdefault(key, {})[rdtype] = source
             digest_items.append(record.digest)
+            # what the node is made of: type, TTL, values, and a dynamic record's pools, rules and settings
+            digests[key] = hash((digests.get(key, 0), record.rtype, record.ttl, record.texts, record.dynamic))
         if self.problems:
             raise ZoneLoadError(self.problems)
         self.warn_geo_bypass(records)
         soa, serial = self.soa(nodes, digest_items)
         nodes.setdefault(origin_key, {})[dns.rdatatype.SOA] = StaticRRset(soa)
-        names: set[bytes] = set()
-        apex = len(origin_key)
-        for key in nodes:  # each name's wire form and its ancestors' (its suffixes at label starts), down to the apex
-            at = 0
-            while len(key) - at >= apex:
-                names.add(key[at:])
-                at += key[at] + 1
+        names = names_with_ancestors(nodes, len(origin_key))
         return ZoneData(
             origin=self.origin,
             path=self.path,
@@ -150,6 +149,7 @@ class ZoneBuilder:
             text=self.origin.to_text(),
             dynamic=tuple(dynamic_sources(nodes.values())),
             wire=origin_key,
+            digests=digests,
         )
 
     def too_big(self, record: RecordSpec, size: int) -> None:
