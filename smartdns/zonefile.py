@@ -157,31 +157,34 @@ def key_order_warning(data: LineDict, path: str) -> Problem | None:
     smartdns reads any order, but `octodns-validate` and `octodns-sync` would fail on the file: say it
     here, with the fix, rather than in the admin's next octoDNS run.
     """
-    def walk(node: Any, name: str, rtype: str) -> Problem | None:
-        if isinstance(node, list):
-            for item in node:
-                found = walk(item, name, rtype)
-                if found is not None:
-                    return found
-            return None
-        if not isinstance(node, LineDict):
-            return None
-        rtype = node["type"] if isinstance(node.get("type"), str) else rtype
-        for key, value in node.items():  # inner mappings first, as octoDNS's loader meets them
-            found = walk(value, str(key) if node is data else name, rtype)
+    return _first_out_of_order(data, data, "", "", path)
+
+
+def _first_out_of_order(node: Any, data: LineDict, name: str, rtype: str, path: str) -> Problem | None:
+    """key_order_warning's walk, a function of its own: a nested function that calls itself is a reference
+    cycle, and one holding the file's data would leave all of it to the garbage collector."""
+    if isinstance(node, list):
+        for item in node:
+            found = _first_out_of_order(item, data, name, rtype, path)
             if found is not None:
                 return found
-        keys = list(node)
-        for got, expected in zip(keys, sorted(keys, key=_octodns_key_order)):
-            if got != expected:
-                shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
-                return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
-                               f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
-                               f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
-                               f"in its provider config")
         return None
-
-    return walk(data, "", "")
+    if not isinstance(node, LineDict):
+        return None
+    rtype = node["type"] if isinstance(node.get("type"), str) else rtype
+    for key, value in node.items():  # inner mappings first, as octoDNS's loader meets them
+        found = _first_out_of_order(value, data, str(key) if node is data else name, rtype, path)
+        if found is not None:
+            return found
+    keys = list(node)
+    for got, expected in zip(keys, sorted(keys, key=_octodns_key_order)):
+        if got != expected:
+            shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
+            return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
+                           f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
+                           f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
+                           f"in its provider config")
+    return None
 
 
 # A top-level key (a record name, quoted or plain) at the start of a line, then a colon.

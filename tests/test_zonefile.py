@@ -131,3 +131,37 @@ def test_octodns_zone_patterns_compiled_when_used_find_the_same_hostnames() -> N
         for fqdn in (f"www.{zone_name}", zone_name, f"a.b.{zone_name}", "www.other.net.", f"x{zone_name}",
                      zone_name.rstrip(".")):
             assert zone.hostname_from_fqdn(fqdn) == eager.sub("", fqdn), fqdn
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["plain", "with-octodns-record"])
+def test_a_load_leaves_its_yaml_to_reference_counting_not_the_collector(tmp_path, dynamic: bool) -> None:
+    """The file's parsed data is freed when the load returns: a reference cycle holding it (a nested
+    function that called itself did) leaves a 50,000-record file's tree to a collection that walks it."""
+    import gc
+
+    from smartdns.yamlfile import LineDict
+
+    text = "'':\n  type: NS\n  values: [ns1.example.com., ns2.example.com.]\n" + "".join(
+        f"host{i}:\n  type: A\n  value: 10.0.0.{i}\n" for i in range(1, 50))
+    if dynamic:  # octoDNS's own zone and records are cycles: those alone may be left to the collector
+        text += ("mx:\n  dynamic:\n    pools:\n      one:\n        values:\n        - value: 10.9.0.1\n"
+                 "    rules:\n    - pool: one\n  type: A\n  value: 10.9.0.1\n")
+    path = tmp_path / "example.com.yaml"
+    path.write_text(text)
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        zone = load_zone(path, SoaSettings())
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+        assert not any(isinstance(o, LineDict) for o in gc.garbage), left
+        if not dynamic:
+            assert left == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
+    assert len(zone.nodes) == 50 + dynamic
