@@ -16,6 +16,7 @@ implicit-type rules; this module knows no third-party library.
 
 from __future__ import annotations
 
+import operator
 import re
 from typing import Any, Callable, Protocol
 
@@ -29,7 +30,7 @@ class Mapping(Protocol):
 
     line: int
     key_lines: dict[Any, int]
-    context: str
+    path: str
 
     def __setitem__(self, key: Any, value: Any) -> None: ...
     def __contains__(self, key: object) -> bool: ...
@@ -43,8 +44,9 @@ _STRUCTURE = re.compile(r"^(?:---|\.\.\.)(?:\s|$)|^%", re.MULTILINE)
 # and a ':' only inside (an IPv6 address), never before a space, a flow indicator or an end
 _FLOW_PLAIN = re.compile(r"[A-Za-z0-9_.+/=@~^$%-](?:[A-Za-z0-9_.+/=@~^$% -]|:(?![ ,\]}]|$))*")
 # "key: value" and "key:" with a plain key and a plain value that need no further look (no quotes,
-# no indicator first, no '#' or ':' anywhere): most lines of a zone file
-_SIMPLE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*) *:(?: +([^\s#'\"\[\]{}&*!|>%@`,?:-][^#:]*?))? *$")
+# no indicator first, no '#' or ':' anywhere): most lines of a zone file (texts here never end in a space)
+_SIMPLE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*) *:(?: +([^\s#'\"\[\]{}&*!|>%@`,?:-][^#:]*))?$")
+_UNKNOWN = object()  # not among the known plain scalars
 _DOCUMENT_START = re.compile(r"---(?: +#.*)?$")
 # Characters this reader leaves to the full parser: what YAML refuses in a stream (PyYAML says which,
 # and where), tabs, the line breaks other than \n (YAML 1.1 counts \r, NEL, LS, PS in line numbers),
@@ -52,39 +54,52 @@ _DOCUMENT_START = re.compile(r"---(?: +#.*)?$")
 _OUTSIDE = re.compile("[^\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
 
-def read(text: str, path: str, resolve: Callable[[str], Any], mapping: Callable[[], Mapping]) -> Any:
-    """The document in `text`, or `Unsupported`."""
+def read(text: str, path: str, resolve: Callable[[str], Any], mapping: Callable[[], Mapping],
+         known: dict[str, Any] | None = None) -> Any:
+    """The document in `text`, or `Unsupported`. `known`: plain scalars `resolve` has resolved before (it may
+    add to it), looked up before calling it."""
     if _OUTSIDE.search(text):
         raise Unsupported
     markers = [m.start() for m in _STRUCTURE.finditer(text)]
     if markers and (len(markers) > 1 or text[:markers[0]].strip(" \n") and not _only_comments(text[:markers[0]])):
         raise Unsupported  # directives, several documents, or a marker after content
-    # (line number, indent, text from the first non-space character) of every line with content
-    entries = [(number, len(line) - len(stripped), stripped.rstrip(" "))
-               for number, line in enumerate(text.split("\n"), 1)
-               if (stripped := line.lstrip(" ")) and stripped[0] != "#"]
+    # the line number, indent, and text from the first non-space character of every line with content
+    lines: list[int]
+    raw = text.split("\n")
+    if raw[-1] == "":
+        raw.pop()  # after the final line break
+    texts = [line.lstrip(" ") for line in raw]
+    indents = list(map(operator.sub, map(len, raw), map(len, texts)))
+    if not markers and "#" not in text and "\n\n" not in text and " \n" not in text and text[:1] != "\n" \
+            and text[-1:] != " ":  # no comment, no blank line, no space at a line's end: every line is kept as it is
+        lines = list(range(1, len(raw) + 1))
+    else:
+        keep = [number for number, stripped in enumerate(texts) if stripped and stripped[0] != "#"]
+        lines = [number + 1 for number in keep]
+        indents = [indents[number] for number in keep]
+        texts = [texts[number].rstrip(" ") for number in keep]
     if markers:  # the explicit start of the one document, on a line of its own
-        if not (entries[0][1] == 0 and _DOCUMENT_START.match(entries[0][2])):
+        if not (indents[0] == 0 and _DOCUMENT_START.match(texts[0])):
             raise Unsupported
-        del entries[0]
-    if not entries:
+        del lines[0], indents[0], texts[0]
+    if not texts:
         return None
-    reader = _Reader(entries, path, resolve, mapping)
-    value, end = reader.node(0, entries[0][1], entries[0][2], -1)
-    if end != len(entries):
+    reader = _Reader(lines, indents, texts, path, resolve, mapping, {} if known is None else known)
+    value, end = reader.node(0, indents[0], texts[0], -1)
+    if end != len(texts):
         raise Unsupported  # text left over at a smaller indent: an error for the full parser to name
     return value
 
 
 class _Reader:
-    def __init__(self, entries: list[tuple[int, int, str]], path: str, resolve: Callable[[str], Any],
-                 mapping: Callable[[], Mapping]) -> None:
-        self.lines = [entry[0] for entry in entries]
-        self.indents = [entry[1] for entry in entries] + [-1]  # -1: the end closes every collection
-        self.texts = [entry[2] for entry in entries]
-        self.count = len(entries)
+    def __init__(self, lines: list[int], indents: list[int], texts: list[str], path: str,
+                 resolve: Callable[[str], Any], mapping: Callable[[], Mapping], known: dict[str, Any]) -> None:
+        self.lines = lines
+        self.indents = indents + [-1]  # -1: the end closes every collection
+        self.texts = texts
         self.path = path
         self.resolve = resolve
+        self.known = known
         self.mapping = mapping
 
     def node(self, i: int, col: int, text: str, parent: int) -> tuple[Any, int]:
@@ -92,8 +107,9 @@ class _Reader:
         `parent`; returns it and the index of the first entry after it."""
         if text[0] == "-" and (len(text) == 1 or text[1] == " "):
             return self.sequence(i, col, text)
-        if text[0] != "[" and text[0] != "{" and (text[0] == "?" or self.split_key(text) is not None):
-            return self.map(i, col, text)
+        simple = _SIMPLE.match(text)
+        if simple is not None or text[0] != "[" and text[0] != "{" and (text[0] == "?" or self.split_key(text) is not None):
+            return self.map(i, col, text, simple)
         value = self.scalar(text, self.lines[i])
         if self.indents[i + 1] > parent:
             raise Unsupported  # a scalar continued on the next line
@@ -121,28 +137,33 @@ class _Reader:
             if not _is_item(text):
                 return items, i  # a key after a sequence that is a mapping's value at the mapping's indent
 
-    def map(self, i: int, col: int, text: str) -> tuple[Mapping, int]:
+    def map(self, i: int, col: int, text: str, simple: re.Match[str] | None = None) -> tuple[Mapping, int]:
+        """`simple`: the first line's match of _SIMPLE, when the caller has made it."""
         indents, texts, lines = self.indents, self.texts, self.lines
         result = self.new_mapping(lines[i])
         key_lines = result.key_lines
-        resolve = self.resolve
+        resolve, known, simple_match = self.resolve, self.known, _SIMPLE.match
+        if simple is None:
+            simple = simple_match(text)
         while True:
             line = lines[i]
-            simple = _SIMPLE.match(text)
             if simple is not None:  # most lines of a zone: "key: value" or "key:", both plain
-                key = resolve(simple.group(1))
+                name, rest = simple.groups()
+                key = known.get(name, _UNKNOWN)
+                if key is _UNKNOWN:
+                    key = resolve(name)
                 if key in result:
                     raise Unsupported  # the full parser names both lines
-                rest = simple.group(2)
+                i += 1
                 if rest is None:
-                    i += 1
-                    if indents[i] > col or (indents[i] == col and _is_item(texts[i])):
+                    if indents[i] > col or indents[i] == col and _is_item(texts[i]):
                         value, i = self.node(i, indents[i], texts[i], col)
                     else:
                         value = None
                 else:
-                    value = resolve(rest)
-                    i += 1
+                    value = known.get(rest, _UNKNOWN)
+                    if value is _UNKNOWN:
+                        value = resolve(rest)
                     if indents[i] > col:
                         raise Unsupported  # a value continued on the next line
             else:
@@ -154,8 +175,9 @@ class _Reader:
                     raise Unsupported
                 return result, i
             text = texts[i]
-            if _is_item(text):
+            if text[0] == "-" and (len(text) == 1 or text[1] == " "):
                 raise Unsupported  # a sequence entry among keys: an error for the full parser
+            simple = simple_match(text)
 
     def entry(self, i: int, col: int, text: str, result: Mapping) -> tuple[Any, Any, int]:
         """One key of a mapping and its value, in any shape the reader handles: (value, key, next index)."""
@@ -204,7 +226,7 @@ class _Reader:
     def new_mapping(self, line: int) -> Mapping:
         mapping = self.mapping()
         mapping.line = line
-        mapping.context = f"{self.path}, line {line}"
+        mapping.path = self.path
         mapping.key_lines = {}
         return mapping
 

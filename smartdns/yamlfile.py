@@ -40,7 +40,12 @@ class LineDict(dict[Any, Any]):
 
     line: int = 0
     key_lines: dict[Any, int] = {}  # replaced per instance by the loader, never mutated
-    context: str = ""
+    path: str = ""  # the file it was read from
+
+    @property
+    def context(self) -> str:
+        """Made when read (octoDNS reads it only for a message): a big zone has a mapping per record."""
+        return f"{self.path}, line {self.line}" if self.path else ""
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line)
@@ -52,7 +57,7 @@ def _make_loader(path: str) -> type:
             self.flatten_mapping(node)
             mapping = LineDict()
             mapping.line = node.start_mark.line + 1
-            mapping.context = f"{path}, line {mapping.line}"
+            mapping.path = path
             mapping.key_lines = {}
             for key_node, value_node in node.value:
                 key = self.construct_object(key_node, deep=True)
@@ -85,16 +90,18 @@ def _make_loader(path: str) -> type:
 _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers  # the rules CSafeLoader and SafeLoader resolve by
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _RESOLVED: dict[str, Any] = {}  # plain scalars seen before (keys, types, common values): resolved once
+_UNSEEN = object()
 
 
 def _plain(text: str) -> Any:
     """A plain scalar's value as PyYAML's safe loader makes it (an int, a bool, None, a date, a str)."""
-    try:
-        return _RESOLVED[text]
-    except KeyError:
-        pass
-    value: Any = text
-    for tag, regexp in _IMPLICIT.get(text[0], ()):
+    value: Any = _RESOLVED.get(text, _UNSEEN)
+    if value is not _UNSEEN:
+        return value
+    value = text
+    # a text with two dots or more is a string: each of YAML 1.1's implicit types (numbers, times) has one dot
+    # at most (tests/test_blockyaml.py checks); most unique values of a big zone are addresses and names
+    for tag, regexp in _IMPLICIT.get(text[0], ()) if text.count(".") < 2 else ():
         if regexp.match(text):
             construct = _CONSTRUCTOR.yaml_constructors.get(tag)
             if construct is None or tag == "tag:yaml.org,2002:merge":
@@ -118,7 +125,7 @@ def load_text(text: str | bytes, path: str) -> Any:
     """
     if isinstance(text, str):
         try:
-            return blockyaml.read(text, path, _plain, _mapping)
+            return blockyaml.read(text, path, _plain, _mapping, _RESOLVED)
         except blockyaml.Unsupported:
             pass
         except RecursionError:

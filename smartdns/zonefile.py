@@ -384,7 +384,7 @@ def _healthcheck(record: Any) -> HealthCheck | None:
 
 def _with_context(data: dict[str, Any], entry: LineDict) -> LineDict:
     out = LineDict(data)
-    out.line, out.key_lines, out.context = entry.line, entry.key_lines, entry.context
+    out.line, out.key_lines, out.path = entry.line, entry.key_lines, entry.path
     return out
 
 

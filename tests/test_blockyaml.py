@@ -25,7 +25,7 @@ def full(text: str, path: str) -> Any:
 
 
 def fast(text: str, path: str) -> Any:
-    return blockyaml.read(text, path, yamlfile._plain, yamlfile._mapping)
+    return blockyaml.read(text, path, yamlfile._plain, yamlfile._mapping, yamlfile._RESOLVED)  # as load_text reads
 
 
 def difference(a: Any, b: Any, where: str = "$") -> str | None:
@@ -196,3 +196,37 @@ def test_an_error_is_still_named_with_its_line() -> None:
     with pytest.raises(yamlfile.YamlError) as error:
         yamlfile.load_text("a: 1\nb:\n  c: 2\na: 3\n", "z.yaml")
     assert error.value.line == 4 and "duplicate key 'a' (first at line 1)" in error.value.reason
+
+
+@pytest.mark.parametrize("text", [
+    "a:\n", "a: 1\nb:\n", "a:", "a: 1\nb:", "", "\n", "a: 1\n\n", "a: 1  \nb: 2\n", "  # c\na: 1\n", "---\na: 1\n",
+    "--- # x\na:\n  - 1\n", "a:\n  b:\n", "a:\n- 1\n-\n", "a: 1\n   \n", " a: 1\n b: 2", "a:\n  - x\n  -\n",
+    "a: 1\n# end", "a: 1\n  # indented\nb: 2  ", "\n\na:\n  b: 1\n", "a: 1 \n",
+])
+def test_ends_blank_lines_and_comments_read_the_same(text: str) -> None:
+    """Files whose every line has content are split without filtering (blockyaml.read): the edges of both ways."""
+    assert outcome(text) == "same"
+
+
+def test_texts_with_two_dots_resolve_as_pyyaml_resolves_them() -> None:
+    """Plain scalars with two dots or more are taken as strings without trying YAML's implicit types
+    (yamlfile._plain): PyYAML reads every such text as a string too."""
+    rng = random.Random(11)
+    alphabet = "0123456789.....:-+_eEtTZ x"
+    seen = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 14)))
+        text = text.strip(" ")
+        if text.count(".") < 2 or not text:
+            continue
+        try:
+            theirs = yaml.safe_load(f"v: {text}\n")
+        except yaml.YAMLError:
+            continue
+        if not isinstance(theirs, dict) or "v" not in theirs or theirs["v"] is None and text not in ("~", "null"):
+            continue
+        assert yamlfile._plain(text) == theirs["v"] and type(yamlfile._plain(text)) is type(theirs["v"]), text
+        seen += 1
+    for text in ("1.2.3", "10.0.0.1", "1.5.", ".5.", "1.2e+3.4", "2001-12-14t21:59:43.10.5", ".inf.", "1_0.0.1"):
+        assert yamlfile._plain(text) == yaml.safe_load(f"v: {text}\n")["v"] == text
+    assert seen > 5000
