@@ -155,6 +155,14 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def server_environment(repo: Path) -> dict[str, str]:
+    """The server's environment: this checkout's code, and its bytecode cached as an installed package's
+    is (PYTHONDONTWRITEBYTECODE, set on this machine, made every start compile all of smartdns again)."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 class Server:
     def __init__(self, repo: Path, workdir: Path, workers: int = 1) -> None:
         self.repo, self.workdir, self.workers = repo, workdir, workers
@@ -171,7 +179,7 @@ class Server:
             [sys.executable, "-m", "smartdns", "serve", "--config", str(config), "--listen", f"{HOST}:{self.port}",
              "--workers", str(self.workers)],
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=self.log,
-            env={**os.environ, "PYTHONPATH": str(self.repo)})
+            env=server_environment(self.repo))
         return self
 
     def first_answer(self, name: str, timeout: float) -> float:
