@@ -449,9 +449,40 @@ def subnets_scenario(repo: Path, count: int, base: Path, check_timeout: float) -
         out["served_qps"] = round(flood(server.port, lambda i: make_query(i % 65536, "mx.sub.test", 1, random_ecs(rng)),
                                         4.0, window=16))
         out["rss_mib"] = server.memory()["rss_mib"]
+        out.update(known_during_flood(server.port, "sub.test", 8.0))
     finally:
         server.stop()
     return out
+
+
+FLOOD_PROCESS = r"""
+import random, sys
+sys.path.insert(0, sys.argv[1])
+from scale import flood, make_query, random_ecs
+rng = random.Random(5)
+print(flood(int(sys.argv[2]), lambda i: make_query(i % 65536, sys.argv[3], 1, random_ecs(rng)), float(sys.argv[4]),
+            window=16))
+"""
+
+
+def known_during_flood(port: int, zone: str, seconds: float) -> dict[str, Any]:
+    """Latency of a known name (the apex MX, 200 qps) while another process floods the dynamic record with
+    new ECS clients as fast as they are answered: each one a new cache entry, decision and located client."""
+    flooder = subprocess.Popen([sys.executable, "-c", FLOOD_PROCESS, str(Path(__file__).parent), str(port),
+                                f"mx.{zone}", str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        known = Paced(port, 200, lambda qid, n: make_query(qid, zone, 15))
+        begin = time.time()
+        known.step(time.monotonic() + seconds)
+        known.finish()
+        flood_qps = float(flooder.communicate(timeout=60)[0].strip() or 0)
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+    during = known.between(begin + 0.5, begin + seconds)
+    return {"flood_qps": round(flood_qps), "flood_known_p99_ms": during["p99_ms"],
+            "flood_known_max_ms": during["max_ms"], "flood_known_lost": during["lost"]}
 
 
 def big_zone_scenario(repo: Path, records: int, base: Path, rate: float, workers: int = 1) -> dict[str, Any]:
@@ -551,6 +582,9 @@ ROWS = [
     ("subnets", "served_qps", "fresh-client queries answered per second"),
     ("subnets", "check_s", "`smartdns check` (s)"),
     ("subnets", "start_s", "start to first answer (s)"),
+    ("subnets", "flood_qps", "a flood of new ECS clients: answered per second"),
+    ("subnets", "flood_known_p99_ms", "meanwhile a known name: p99 (ms)"),
+    ("subnets", "flood_known_max_ms", "meanwhile a known name: worst (ms)"),
     ("zone", "start_s", "start to first answer (s)"),
     ("zone", "start_cpu_s", "CPU used until the first answer, all processes (s)"),
     ("zone", "rss_mib", "RSS per process (MiB)"),
