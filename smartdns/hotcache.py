@@ -30,6 +30,7 @@ from .catalog import Resolution
 from .logs import Fields
 from .metrics import LATENCY_SAMPLE, RCODES, Stats, qtype_label
 from .responder import State, bounded_put
+from .retire import release
 from .rrl import CATEGORY_ANSWER, CATEGORY_ERROR, CATEGORY_NXDOMAIN, RateLimiter
 from .wire import Malformed, Query, error_response, fast_parse, full_parse, question_name_end
 
@@ -204,8 +205,10 @@ class Responder:
     @staticmethod
     def _hot_put(state: State, hot: dict[bytes, HotEntry], key: bytes, entry: HotEntry) -> None:
         if len(hot) >= HOT_LIMIT:
-            hot.clear()
+            spent, decisions = dict(hot), state.decisions
+            hot.clear()  # the entries live on in `spent`: nothing is freed here, in the answering thread
             state.decisions = {}  # they hold entries alive: let both generations go together
+            release(spent, decisions)  # freed a piece at a time in the background
         hot[key] = entry
 
     def _limit(self, response: bytes, client: str, category: int, name: bytes) -> bytes | None:

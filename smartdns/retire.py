@@ -1,4 +1,4 @@
-"""Replaced zone data, freed a little at a time.
+"""Replaced zone data and spent caches, freed a little at a time.
 
 When a reload replaces a zone, its old version is freed by reference counting
 at the moment its last reference goes, in one cascade of deallocations that
@@ -10,6 +10,9 @@ time from a thread, with pauses in between in which the answering threads run.
 A zone is taken apart only when nothing but this module still holds it (its
 reference count says so); a zone still held elsewhere is left to be freed
 normally, whenever its last holder lets go.
+
+A full hot cache is emptied the same way (`release`): its 30,000 entries and
+their decisions are 360,000 objects, 50-70 ms of freeing in one go.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Iterable
+from itertools import islice
+from typing import Any, Iterable
 
 from .model import ZoneData
 
@@ -50,14 +54,32 @@ def _take_apart(held: list[ZoneData], grace: float) -> None:
         if nodes is None:
             log.debug("replaced zone %s is still held: freed when its last holder lets go", origin)
             continue
-        pieces = 0
-        while nodes:
-            for key in list(nodes)[:PIECE]:
-                del nodes[key]
-            pieces += 1
-            time.sleep(PAUSE)
+        pieces = _empty(nodes)
         del zone
         log.debug("replaced zone %s freed in %d pieces", origin, pieces)
+
+
+def release(*caches: dict[Any, Any]) -> threading.Thread:
+    """Empty these dicts, which no query reaches any more, in the background a piece at a time."""
+    thread = threading.Thread(target=_empty_each, args=(caches,), name="release", daemon=True)
+    thread.start()
+    return thread
+
+
+def _empty_each(caches: tuple[dict[Any, Any], ...]) -> None:
+    for cache in caches:
+        _empty(cache)
+
+
+def _empty(mapping: dict[Any, Any]) -> int:
+    """Delete `mapping`'s entries PIECE at a time with a pause between; how many pieces it took."""
+    pieces = 0
+    while mapping:
+        for key in list(islice(mapping, PIECE)):
+            mapping.pop(key, None)
+        pieces += 1
+        time.sleep(PAUSE)
+    return pieces
 
 
 def _mapping_behind(view: object) -> dict[object, object] | None:

@@ -68,8 +68,8 @@ def responder(tmp_path: Path) -> Iterator[Responder]:
         gc.unfreeze()
 
 
-def new_clients(responder: Responder, count: int) -> None:
-    for i in range(count):
+def new_clients(responder: Responder, count: int, first: int = 0) -> None:
+    for i in range(first, first + count):
         address = (30 << 24) + (i << 8)  # a /24 of its own in 30.0.0.0/8
         responder.respond(query(i % 65536, "mx.example.com", (address, 24, 0)), "127.0.0.1", True)
 
@@ -117,3 +117,23 @@ def test_answering_makes_no_reference_cycles(responder: Responder) -> None:
         gc.garbage.clear()
         if enabled:
             gc.enable()
+
+
+def test_a_full_hot_cache_is_emptied_in_the_background_and_serving_goes_on(responder: Responder, monkeypatch) -> None:
+    import threading
+    import time
+
+    import smartdns.hotcache as hotcache
+
+    monkeypatch.setattr(hotcache, "HOT_LIMIT", 2000)
+    new_clients(responder, 2000)
+    state = responder.state
+    assert len(state.hot_udp) == 2000 and len(state.decisions) == 2000
+    held = state.decisions
+    new_clients(responder, 1, first=2000)  # the 2,001st: the cache starts afresh, the spent one is emptied by a thread
+    assert len(state.hot_udp) == 1 and state.decisions is not held and len(state.decisions) == 1
+    deadline = time.monotonic() + 10
+    while any(t.name == "release" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert held == {}  # emptied, so its entries are freed
+    assert [hit for hit in gc.get_objects() if type(hit).__name__ == "DynamicHit"] == list(state.hot_udp.values())
