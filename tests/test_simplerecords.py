@@ -9,7 +9,9 @@ and never changes what is served.
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import yaml
 
 from smartdns.config import SoaSettings
 from smartdns.model import StaticRRset, ZoneData, ZoneLoadError
-from smartdns.simplerecords import SimpleRecords
+from smartdns.simplerecords import SimpleRecords, _is_ipv4, _is_ipv6
 from smartdns.yamlfile import load_text
 from smartdns.zonefile import load_zone
 
@@ -137,3 +139,53 @@ mx-to-alias: {type: MX, value: {exchange: alias.example.com., preference: 1}}
     simple = SimpleRecords(data, "example.com.", 3600)
     taken = {name for name, entries in data.items() if simple.specs(name, entries) is not None}
     assert taken == {"", "www", "v6", "spf"}  # a CNAME node and an MX to a CNAME go to octoDNS
+
+
+# what simplerecords checked addresses with before it asked the C library: the references
+OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+DOTTED_QUAD = re.compile(rf"(?:{OCTET}\.){{3}}{OCTET}")
+
+
+def ipv6_as_python_writes_it(text: str) -> bool:
+    if ":" not in text or "%" in text:
+        return False
+    try:
+        return str(ipaddress.IPv6Address(text)) == text
+    except ValueError:
+        return False
+
+
+def test_addresses_taken_as_the_patterns_and_ipaddress_take_them() -> None:
+    rng = random.Random(3)
+    v4 = ["0", "1", "9", "10", "25", "99", "100", "199", "200", "249", "250", "255", "256", "300", "00", "01", "010",
+          "1000", "", " 1", "1 ", "-1", "+1", "a", "\u0661", "1\x00"]
+    v6 = ["0", "00", "000", "0000", "00000", "1", "a", "A", "f", "ff", "fff", "ffff", "fffff", "g", "", "fd00", "2001",
+          "db8", "1.2.3.4", "10.0.0.1", "%eth0", " ", "\u0661"]
+    cases = ["10.0.0.1", "0.0.0.0", "255.255.255.255", "1.2.3", "1.2.3.4.5", "1..2.3", "::1", "::", "1::", "::ffff:10.0.0.1",
+             "fd00::1", "FD00::1", "fd00:0:0::1", "fd00:0:0:0:0:0:0:1", "1:0:0:1:0:0:0:1", "1:0:0:0:1:0:0:1",
+             "1:0:1:0:1:0:1:0", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "fd00::1%eth0", "é", "1.2.3.4\x00"]
+    for _ in range(20000):
+        if rng.random() < 0.5:
+            octets = [str(rng.randint(0, 255)) for _ in range(4)]
+            if rng.random() < 0.3:
+                octets[rng.randrange(4)] = rng.choice(v4)
+            if rng.random() < 0.05:
+                octets.append(rng.choice(v4)) if rng.random() < 0.5 else octets.pop()
+            cases.append(".".join(octets))
+        else:
+            groups = [rng.choice(["0", "0", "0", "1", "fd00", "ffff", f"{rng.getrandbits(16):x}"]) for _ in range(8)]
+            text = ":".join(groups)
+            if rng.random() < 0.6:
+                text = str(ipaddress.IPv6Address(text))  # Python's form: taken
+            if rng.random() < 0.3:
+                parts = text.split(":")
+                parts[rng.randrange(len(parts))] = rng.choice(v6)
+                text = ":".join(parts)
+            cases.append(text)
+    accepted = [0, 0]
+    for text in cases:
+        assert _is_ipv4(text) == (DOTTED_QUAD.fullmatch(text) is not None), repr(text)
+        assert _is_ipv6(text) == ipv6_as_python_writes_it(text), repr(text)
+        accepted[0] += _is_ipv4(text)
+        accepted[1] += _is_ipv6(text)
+    assert min(accepted) > 1000, accepted
