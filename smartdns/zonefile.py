@@ -10,6 +10,7 @@ record and reason; `_reason_line` finds the line in octoDNS's own messages
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -139,11 +140,15 @@ _NATSORT = NaturalSortEnforcingLoader.KEYGEN  # natural sort, as octoDNS's YamlP
 _DIGITS = re.compile(r"(\d+)")
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # keys repeat (type, ttl, values...; zones' own names)
 def _octodns_key_order(key: Any) -> Any:
     """natsort's key (what octoDNS sorts by), written out for ASCII text: natsort's costs ~10 us a key,
     and a big zone has one key per record (tests/test_zonefile.py compares the two orders)."""
     if type(key) is not str or not key.isascii():
         return _NATSORT(key)
+    prefix = key.rstrip("0123456789")
+    if prefix.isalpha():  # letters, then digits or not: most names ('host12' -> ('host', 12))
+        return (prefix, int(key[len(prefix):])) if len(prefix) < len(key) else (key,)
     parts: list[Any] = _DIGITS.split(key)
     parts[1::2] = map(int, parts[1::2])
     if parts[-1] == "":
@@ -165,25 +170,39 @@ def _first_out_of_order(node: Any, data: LineDict, name: str, rtype: str, path: 
     cycle, and one holding the file's data would leave all of it to the garbage collector."""
     if isinstance(node, list):
         for item in node:
-            found = _first_out_of_order(item, data, name, rtype, path)
-            if found is not None:
-                return found
+            if isinstance(item, (list, LineDict)):  # (the walk looks into nothing else)
+                found = _first_out_of_order(item, data, name, rtype, path)
+                if found is not None:
+                    return found
         return None
     if not isinstance(node, LineDict):
         return None
     rtype = node["type"] if isinstance(node.get("type"), str) else rtype
     for key, value in node.items():  # inner mappings first, as octoDNS's loader meets them
-        found = _first_out_of_order(value, data, str(key) if node is data else name, rtype, path)
-        if found is not None:
-            return found
-    keys = list(node)
+        if isinstance(value, (list, LineDict)):
+            found = _first_out_of_order(value, data, str(key) if node is data else name, rtype, path)
+            if found is not None:
+                return found
+    if len(node) < 2:
+        return None
+    keys = tuple(node)
+    misplaced = _misplaced(keys) if len(keys) <= 8 else _misplaced.__wrapped__(keys)
+    if misplaced is None:
+        return None
+    expected, got = misplaced
+    shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
+    return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
+                   f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
+                   f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
+                   f"in its provider config")
+
+
+@functools.lru_cache(maxsize=1024)  # a record's keys: the same few tuples over and over
+def _misplaced(keys: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    """The first key out of octoDNS's order (the key that belongs there, the key found), or None."""
     for got, expected in zip(keys, sorted(keys, key=_octodns_key_order)):
         if got != expected:
-            shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
-            return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
-                           f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
-                           f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
-                           f"in its provider config")
+            return expected, got
     return None
 
 
@@ -219,6 +238,7 @@ class _Loader:
         self.fast = fast  # plain records skip octoDNS (False: every record through it, for comparing)
         self.path = path
         self.origin = origin
+        self.origin_text = origin.to_text()
         self.soa_settings = soa
         self.problems: list[Problem] = []
         self._zone: Zone | None = None  # made when the first record needs octoDNS (it costs ~0.3 ms a zone)
@@ -226,7 +246,7 @@ class _Loader:
     @property
     def zone(self) -> Zone:
         if self._zone is None:
-            self._zone = Zone(self.origin.to_text(), [])
+            self._zone = Zone(self.origin_text, [])
         return self._zone
 
     def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
@@ -235,7 +255,7 @@ class _Loader:
     def load(self, data: LineDict) -> ZoneData:
         records: list[tuple[Any, LineDict]] = []
         ordered: list[RecordSpec | int] = []  # in file order: specs made here, or an index into `records`
-        simple = SimpleRecords(data, self.origin.to_text(), DEFAULT_TTL) if self.fast else None
+        simple = SimpleRecords(data, self.origin_text, DEFAULT_TTL) if self.fast else None
         for name, entries in data.items():
             specs = simple.specs(name, entries) if simple is not None else None
             if specs is not None:  # plain records that need no octoDNS (simplerecords.py)

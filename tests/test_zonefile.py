@@ -165,3 +165,76 @@ def test_a_load_leaves_its_yaml_to_reference_counting_not_the_collector(tmp_path
         if enabled:
             gc.enable()
     assert len(zone.nodes) == 50 + dynamic
+
+
+def reference_key_order_warning(data, path):
+    """key_order_warning as first written (every key through natsort, every mapping sorted): the reference
+    for the cached, shortcut walk."""
+    from octodns.yaml import NaturalSortEnforcingLoader
+
+    from smartdns.model import Problem
+    from smartdns.yamlfile import LineDict
+
+    def walk(node, name, rtype):
+        if isinstance(node, list):
+            for item in node:
+                found = walk(item, name, rtype)
+                if found is not None:
+                    return found
+            return None
+        if not isinstance(node, LineDict):
+            return None
+        rtype = node["type"] if isinstance(node.get("type"), str) else rtype
+        for key, value in node.items():
+            found = walk(value, str(key) if node is data else name, rtype)
+            if found is not None:
+                return found
+        keys = list(node)
+        for got, expected in zip(keys, sorted(keys, key=NaturalSortEnforcingLoader.KEYGEN)):
+            if got != expected:
+                shown = [repr(k) if k == "" else str(k) for k in (expected, got)]
+                return Problem(path, node.line_of(got), name if node is not data else "", "" if node is data else rtype,
+                               f"keys out of order for octoDNS: {shown[0]} must come before {shown[1]} (octoDNS's "
+                               f"YamlProvider refuses this by default): sort the keys, or set enforce_order: false "
+                               f"in its provider config")
+        return None
+
+    return walk(data, "", "")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_key_order_warning_is_the_plain_walks(seed: int) -> None:
+    """The first key out of octoDNS's order, found with cached orders: what sorting every mapping finds."""
+    import random
+
+    import yaml
+
+    from smartdns.yamlfile import load_text
+    from smartdns.zonefile import key_order_warning
+
+    rng = random.Random(seed)
+    names = ["", "www", "host1", "host2", "host10", "host9", "Host3", "mx", "mx2", "a-b", "a.b", "_dmarc", "*", "x1y2",
+             "01", "1", "é"]
+    outcomes = set()
+    for _ in range(300):
+        zone = {}
+        for _ in range(rng.randint(1, 14)):
+            record = {"type": rng.choice(["A", "MX", "TXT"]), "ttl": 60, "value": "v"}
+            if rng.random() < 0.3:
+                record["values"] = [{"preference": 10, "exchange": "mx."}, {"exchange": "b.", "preference": 5}]
+            if rng.random() < 0.2:
+                record["dynamic"] = {"rules": [{"pool": "a", "subnets": ["10.0.0.0/8"]}], "pools": {"b": {}, "a": {}}}
+            keys = list(record)
+            if rng.random() < 0.7:
+                keys.sort()
+            zone[rng.choice(names)] = {key: record[key] for key in keys}
+        keys = list(zone)
+        if rng.random() < 0.5:
+            from smartdns.zonefile import _octodns_key_order
+            keys.sort(key=_octodns_key_order)
+        text = yaml.safe_dump({key: zone[key] for key in keys}, sort_keys=False, allow_unicode=True)
+        data = load_text(text, "z.yaml")
+        found = key_order_warning(data, "z.yaml")
+        assert found == reference_key_order_warning(data, "z.yaml"), text
+        outcomes.add(found is None)
+    assert outcomes == {True, False}  # zones in order and zones out of order were both compared
