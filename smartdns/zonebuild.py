@@ -94,6 +94,7 @@ class ZoneBuilder:
         self.rdatas: dict[tuple[dns.rdatatype.RdataType, str], dns.rdata.Rdata] = {}
         self.sizes: dict[int, int] = {}  # wire length of each rdata above, by id
         self.origin_key = name_key(origin)
+        self.origin_text = origin.to_text()
 
     def problem(self, line: int, name: str, rtype: str, reason: str) -> None:
         self.problems.append(Problem(self.path, line, name, rtype, reason))
@@ -146,7 +147,7 @@ class ZoneBuilder:
             warnings=tuple(self.warnings),
             record_count=len(records),
             names=frozenset(names),
-            text=self.origin.to_text(),
+            text=self.origin_text,
             dynamic=tuple(dynamic_sources(nodes.values())),
             wire=origin_key,
             digests=digests,
@@ -177,8 +178,11 @@ class ZoneBuilder:
         line = entry.line_of("value") if "value" in entry else entry.line_of("values")
         rdata: dns.rdata.Rdata
         try:
-            rdata = rdata_from_text(rdtype, text, self.origin)
-            size = _FIXED_SIZE.get(rdtype) or len(rdata.to_wire() or b"")
+            if rdtype in _FIXED_SIZE:
+                rdata, size = _address(rdtype, text), _FIXED_SIZE[rdtype]
+            else:
+                rdata = rdata_from_text(rdtype, text, self.origin)
+                size = len(rdata.to_wire() or b"")
         except Exception as exc:  # dnspython is stricter than octoDNS in places (e.g. SVCB params)
             self.problem(line, record.name, record.rtype, f"value {_short(text)!r} cannot be encoded: {exc}")
             return None
@@ -248,14 +252,21 @@ class ZoneBuilder:
         else:
             mname = dns.name.from_text("ns1", self.origin)
         rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
-        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum,
-                  settings.ttl]
+        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire,
+                  settings.minimum, settings.ttl]
         serial = settings.serial or content_serial(digest_items, fields)
         rdata = dns.rdtypes.ANY.SOA.SOA(
             dns.rdataclass.IN, dns.rdatatype.SOA, mname, rname, serial,
             settings.refresh, settings.retry, settings.expire, settings.minimum,
         )
         return immutable_rdataset(dns.rdatatype.SOA, settings.ttl, (rdata,)), serial
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
+    """An A or AAAA rdata, one object for the zones that give the same address (a hosting provider's
+    zones point their dynamic records at the same pools; they are immutable)."""
+    return rdata_from_text(rdtype, text)
 
 
 @functools.lru_cache(maxsize=32)

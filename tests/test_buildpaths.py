@@ -92,3 +92,24 @@ def test_mname_is_the_first_name_in_dnspython_order(seed: int) -> None:
     expected = min(dns.name.from_text(text) for text in texts)
     got = first_in_dns_order(tuple(texts))
     assert got == expected and got.to_text() == expected.to_text()
+
+
+def test_zones_giving_the_same_address_share_one_rdata(tmp_path) -> None:
+    """A and AAAA rdatas are made once for every zone that gives the address (zonebuild._address): the
+    shared object is the rdata dnspython makes from the text."""
+    from smartdns.config import SoaSettings
+    from smartdns.model import DynamicRRset
+    from smartdns.zonefile import load_zone
+
+    zone = ("'': {type: NS, values: [ns1.example.com.]}\n"
+            "mx: {dynamic: {pools: {one: {values: [{value: 'fd00::78'}]}}, rules: [{pool: one}]}, ttl: 60, type: AAAA,"
+            " values: ['fd00::77']}\n")
+    values = []
+    for name in ("a.example", "b.example"):
+        (tmp_path / f"{name}.yaml").write_text(zone.replace("example.com.", f"{name}."))
+        loaded = load_zone(tmp_path / f"{name}.yaml", SoaSettings())
+        (record,) = [s for node in loaded.nodes.values() for s in node.values() if isinstance(s, DynamicRRset)]
+        values.append((record.values[0].rdata, record.pools["one"].values[0].rdata))
+    assert values[0][0] is values[1][0] and values[0][1] is values[1][1]
+    assert values[0][0] == dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "fd00::77")
+    assert values[0][1] == dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "fd00::78")
