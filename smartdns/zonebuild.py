@@ -12,6 +12,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import operator
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -252,8 +253,8 @@ class ZoneBuilder:
         else:
             mname = dns.name.from_text("ns1", self.origin)
         rname = dns.name.from_text(settings.rname or "hostmaster", self.origin)
-        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire,
-                  settings.minimum, settings.ttl]
+        fields = [mname.to_text(), rname.to_text(), settings.refresh, settings.retry, settings.expire, settings.minimum,
+                  settings.ttl]
         serial = settings.serial or content_serial(digest_items, fields)
         rdata = dns.rdtypes.ANY.SOA.SOA(
             dns.rdataclass.IN, dns.rdatatype.SOA, mname, rname, serial,
@@ -288,13 +289,16 @@ def first_in_dns_order(texts: tuple[str, ...]) -> dns.name.Name:
     return min(dns.name.from_text(text) for text in texts)
 
 
+_NAME_AND_TYPE = operator.itemgetter(0, 1)  # a digest's name and type: what records are sorted by
+
+
 def content_serial(records: list[Any], soa_fields: list[Any]) -> int:
     """A serial from the zone's content alone, so every server with the same data agrees.
 
     A hash cannot grow monotonically; nothing here transfers zones by serial,
     and a pinned `serial` in the config is there for those who need one.
     """
-    canonical = json.dumps([sorted(records, key=lambda r: (r[0], r[1])), soa_fields], sort_keys=True, default=str)
+    canonical = json.dumps([sorted(records, key=_NAME_AND_TYPE), soa_fields], sort_keys=True, default=str)
     serial = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big")
     return serial or 1
 

@@ -113,3 +113,22 @@ def test_zones_giving_the_same_address_share_one_rdata(tmp_path) -> None:
     assert values[0][0] is values[1][0] and values[0][1] is values[1][1]
     assert values[0][0] == dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "fd00::77")
     assert values[0][1] == dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "fd00::78")
+
+
+def test_content_serial_is_the_hash_of_its_json() -> None:
+    """The serial is the first 4 bytes of the SHA-256 of the records' JSON, sorted by name and type (as first
+    written): a faster sort must not change one serial."""
+    import hashlib
+    import json
+
+    from smartdns.zonebuild import content_serial
+
+    rng = random.Random(1)
+    for _ in range(200):
+        records = [(rng.choice(["", "www", "mx", "a.b"]), rng.choice(["A", "MX", "TXT"]), rng.choice([60, 300]),
+                    (f"10.0.0.{rng.randint(0, 9)}",), rng.choice([None, {}]), {"z": 1, "a": [1, 2]})
+                   for _ in range(rng.randint(1, 6))]
+        fields = ["ns1.example.", "hostmaster.example.", 1, 2, 3, 4, 5]
+        canonical = json.dumps([sorted(records, key=lambda r: (r[0], r[1])), fields], sort_keys=True, default=str)
+        expected = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big") or 1
+        assert content_serial(records, fields) == expected
