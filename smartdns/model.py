@@ -217,7 +217,10 @@ def names_with_ancestors(keys: Iterable[bytes], apex: int) -> set[bytes]:
     for key in keys:
         at = 0
         while len(key) - at >= apex:
-            names.add(key[at:])
+            suffix = key[at:]
+            if suffix in names:
+                break  # and so are its ancestors, added with it
+            names.add(suffix)
             at += key[at] + 1
     return names
 

@@ -106,7 +106,7 @@ class ZoneBuilder:
         digests: dict[bytes, int] = {}
         origin_key = self.origin_key
         for record in records:
-            key = self.owner_key(record.name, origin_key)
+            key = self.owner_key(record.name, origin_key, record.size is not None)
             rdtype = _RDTYPES.get(record.rtype) or dns.rdatatype.RdataType.make(record.rtype)
             if record.size is not None:  # plain values, known to be valid: made into rdata when first read
                 if record.size + RR_OVERHEAD * len(record.texts) > MAX_RRSET:
@@ -160,11 +160,12 @@ class ZoneBuilder:
                      f"the values take {size} bytes in wire format, more than a DNS message can carry "
                      f"({MAX_RRSET} with its header, question and OPT)")
 
-    def owner_key(self, name: str, origin_key: bytes) -> bytes:
-        """The owner's lower-case wire form; written out directly for plain names (most of a zone)."""
+    def owner_key(self, name: str, origin_key: bytes, plain: bool = False) -> bytes:
+        """The owner's lower-case wire form; written out directly for plain names (most of a zone). `plain`:
+        the name is known to be one (simplerecords.py checked it with a stricter pattern)."""
         if not name:
             return origin_key
-        if _PLAIN_NAME.fullmatch(name):
+        if plain or _PLAIN_NAME.fullmatch(name):
             if "." not in name:  # one label: most names
                 return bytes((len(name),)) + name.encode() + origin_key
             return b"".join(bytes((len(label),)) + label.encode() for label in name.split(".")) + origin_key

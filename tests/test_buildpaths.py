@@ -132,3 +132,27 @@ def test_content_serial_is_the_hash_of_its_json() -> None:
         canonical = json.dumps([sorted(records, key=lambda r: (r[0], r[1])), fields], sort_keys=True, default=str)
         expected = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big") or 1
         assert content_serial(records, fields) == expected
+
+
+def test_names_with_ancestors_stopping_at_a_known_one_finds_them_all() -> None:
+    """names_with_ancestors stops a name's walk at an ancestor it has already added: the same set as
+    walking every name down to the apex."""
+    from smartdns.model import names_with_ancestors
+
+    def every_suffix(keys: list[bytes], apex: int) -> set[bytes]:
+        names = set()
+        for key in keys:
+            at = 0
+            while len(key) - at >= apex:
+                names.add(key[at:])
+                at += key[at] + 1
+        return names
+
+    rng = random.Random(2)
+    apex = dns.name.from_text("example.com.").to_wire()
+    for _ in range(300):
+        keys = []
+        for _ in range(rng.randint(0, 12)):
+            labels = [rng.choice(["a", "b", "www", "x1", "_tcp", "*"]) for _ in range(rng.randint(0, 4))]
+            keys.append(dns.name.from_text(".".join(labels) + ".example.com." if labels else "example.com.").to_wire())
+        assert names_with_ancestors(keys, len(apex)) == every_suffix(keys, len(apex))
