@@ -57,7 +57,8 @@ def query(qid: int, name: str, ecs: tuple[int, int, int] | None = None, flags: i
 def responder(tmp_path: Path) -> Iterator[Responder]:
     (tmp_path / "example.com.yaml").write_text(ZONE)
     state = build_state(load_config(None, zones=str(tmp_path)))[0]
-    thresholds, callbacks = gc.get_threshold(), list(gc.callbacks)
+    thresholds, callbacks, enabled = gc.get_threshold(), list(gc.callbacks), gc.isenabled()
+    gc.enable()  # as in a serving process (a test that decoded a handover may have left it off)
     gc.collect()
     gc.freeze()  # as after every load
     try:
@@ -66,6 +67,8 @@ def responder(tmp_path: Path) -> Iterator[Responder]:
         gc.set_threshold(*thresholds)
         gc.callbacks[:] = callbacks
         gc.unfreeze()
+        if not enabled:
+            gc.disable()
 
 
 def new_clients(responder: Responder, count: int, first: int = 0) -> None:
