@@ -424,7 +424,7 @@ def subnets_scenario(repo: Path, count: int, base: Path, check_timeout: float) -
     (work / "zones").mkdir(parents=True)
     write_zone(work / "zones", "sub.test", {"": apex("sub.test"), "mx": dynamic_mx(rule_subnets(count))})
     (work / "smartdns.yaml").write_text("zones: zones\nmetrics: false\n")
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = server_environment(repo)
     out: dict[str, Any] = {}
     start = time.monotonic()
     try:

@@ -243,7 +243,8 @@ def decode(frames: list[bytes], previous: Mapping[str, ZoneData],
                 for key, node in piece.items():  # a name that did not change keeps the objects it had
                     held = before.get(key)
                     if held is not None:
-                        replaced.update(id(source) for source in held.values())
+                        if change.base is not None:
+                            replaced.update(id(source) for source in held.values())
                         if _same_node(held, node):
                             piece[key] = held
                 nodes.update(piece)

@@ -65,6 +65,7 @@ class LoaderProcess:
             zones, update = decode(receive(self.sock.recv), previous)
         except StaleBase as exc:  # we and the loader disagree on what is served: everything comes whole
             log.error("zone handover: %s; loading every zone again", exc)
+            # parsed again, not only sent whole: for an unsigned zone the loader keeps a shell, not its records
             self._ask(("load", config, sign_at, True, True))
             zones, update = decode(receive(self.sock.recv), previous)
         return LoadResult(zones, update.problems, update.warnings, update.kept, update.parsed)

@@ -108,13 +108,14 @@ class ZoneBuilder:
         for record in records:
             key = self.owner_key(record.name, origin_key, record.size is not None)
             rdtype = _RDTYPES.get(record.rtype) or dns.rdatatype.RdataType.make(record.rtype)
+            # what the node is made of: type, TTL, values, and a dynamic record's pools, rules and settings
+            digests[key] = hash((digests.get(key, 0), record.rtype, record.ttl, record.texts, record.dynamic))
             if record.size is not None:  # plain values, known to be valid: made into rdata when first read
                 if record.size + RR_OVERHEAD * len(record.texts) > MAX_RRSET:
                     self.too_big(record, record.size + RR_OVERHEAD * len(record.texts))
                     continue
                 nodes.setdefault(key, {})[rdtype] = StaticRRset.deferred(rdtype, record.ttl, record.texts)
                 digest_items.append(record.digest)
-                digests[key] = hash((digests.get(key, 0), record.rtype, record.ttl, record.texts))
                 continue
             rdatas = [self.rdata(rdtype, text, record) for text in record.texts]
             if any(r is None for r in rdatas):
@@ -131,8 +132,6 @@ class ZoneBuilder:
                 source = StaticRRset(immutable_rdataset(rdtype, record.ttl, [v.rdata for v in plain]))
             nodes.setdefault(key, {})[rdtype] = source
             digest_items.append(record.digest)
-            # what the node is made of: type, TTL, values, and a dynamic record's pools, rules and settings
-            digests[key] = hash((digests.get(key, 0), record.rtype, record.ttl, record.texts, record.dynamic))
         if self.problems:
             raise ZoneLoadError(self.problems)
         self.warn_geo_bypass(records)

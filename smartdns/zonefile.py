@@ -55,7 +55,6 @@ for _validator in ("no-cname-loop", "root-cname", "dname-coexistence", "mx-targe
     Zone.enable_zone_validator(_validator)
 
 
-
 class _CompiledWhenUsed:
     """A pattern compiled the first time it is used. octoDNS's `Zone` compiles two patterns with the zone's
     name when made (a tenth of a small zone's load, as 1,000 zones overflow `re`'s cache), for a lookup
